@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     """Largest accepted HTTP request body; larger ones get 413."""
 
+    workers: int = 1
+    """In-process workers started by ``interlock serve``; 0 means API only."""
+
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 

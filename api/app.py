@@ -1,0 +1,94 @@
+"""The FastAPI application: ``create_app(settings)`` wires routes, errors and the
+lifespan that owns every resource (Redis, graphs, workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import error_response, install_error_handlers
+from api.responses import JSONResponse
+from api.routes import assistants, meta, runs, threads
+from core.settings import Settings
+from core.tracing import configure_tracing
+from runs.engine import open_engine
+
+log = logging.getLogger("interlock.api")
+
+
+class BodyLimit:
+    """Refuse request bodies above ``limit`` bytes with 413, before reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and int(value or 0) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> dict[str, object]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))  # type: ignore[arg-type]
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)  # type: ignore[arg-type]
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "PayloadTooLarge",
+            f"request body is larger than {self.limit} bytes (INTERLOCK_MAX_BODY_BYTES)",
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_tracing()
+        async with open_engine(settings, workers=settings.workers) as engine:
+            app.state.engine = engine
+            log.info(
+                "interlock ready: redis %s, graphs %s, %d worker(s)",
+                engine.redis_url,
+                engine.registry.ids(),
+                len(engine.workers),
+            )
+            yield
+
+    app = FastAPI(
+        title="Interlock",
+        version=meta.VERSION,
+        description="Durable AI-agent workflows over the LangGraph Agent Server protocol.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_error_handlers(app)
+    for module in (meta, assistants, threads, runs):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,67 @@
+"""The ``interlock`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core.errors import ConfigurationError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from core.settings import Settings
+
+    overrides = {"host": args.host, "port": args.port}
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlock", description="Durable AI-agent workflows on Redis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API (and in-process workers)")
+    serve.add_argument("--host", default=None, help="default 127.0.0.1 (INTERLOCK_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="default 8123 (INTERLOCK_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="in-process workers (INTERLOCK_WORKERS, default 1)",
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true")
+    serve.set_defaults(func=_serve)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigurationError as e:
+        print(f"interlock: {e.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

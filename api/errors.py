@@ -1,0 +1,54 @@
+"""The one place errors become HTTP responses: a JSON body ``{"detail": …, "error": …}``
+with a message a person can act on, and the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.responses import JSONResponse
+from core.errors import Conflict, InterlockError, InvalidInput, NotFound, TransientError
+
+log = logging.getLogger("interlock.api")
+
+_STATUS: list[tuple[type[InterlockError], int]] = [
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 422),
+    (TransientError, 503),
+]
+
+
+def error_response(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InterlockError)
+    async def interlock_error(_: Request, exc: InterlockError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+        if status == 500:
+            log.error("unmapped error: %s", exc)
+        return error_response(status, type(exc).__name__, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                problems.append(f"body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+            else:
+                problems.append(f"{_location(tuple(err.get('loc', ())))}: {err.get('msg')}")
+        return error_response(422, "ValidationError", "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "HTTPError", str(exc.detail))

@@ -1,0 +1,251 @@
+"""Runs on a thread: create (background, streamed, or waited for), read, join.
+
+Creating a run is one atomic Redis step (record + enqueue) before any answer, so a 2xx
+means the run exists and a worker will execute it. Streaming and waiting read the run's
+event stream in Redis with blocking reads: any API instance can serve any run, and a
+client that reconnects with ``Last-Event-ID`` gets exactly the events it missed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from opentelemetry import propagate
+from pydantic import TypeAdapter, ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from api.deps import EngineDep
+from api.responses import JSONResponse
+from api.routes.assistants import resolve_assistant
+from api.routes.threads import require_thread
+from api.schemas import RunCreate, iso
+from core import jsonutil
+from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import new_id
+from runs.engine import Engine
+from runs.payload import RunPayload, StreamMode
+from store.runs import END_EVENT
+
+router = APIRouter(tags=["runs"])
+
+TERMINAL = frozenset({"success", "error", "timeout", "interrupted"})
+
+HEARTBEAT_MS = 5_000
+"""Idle streams get a ``: heartbeat`` comment this often, so proxies keep them open."""
+
+
+def run_view(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": record["run_id"],
+        "thread_id": record["thread_id"],
+        "assistant_id": record["assistant_id"],
+        "created_at": iso(record["created_at"]),
+        "updated_at": iso(record["updated_at"]),
+        "status": record["status"],
+        "metadata": record["metadata"],
+        "multitask_strategy": record["multitask_strategy"],
+        "kwargs": record["kwargs"],
+    }
+
+
+@functools.cache
+def _input_adapter(schema: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(schema)
+
+
+def _check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
+    schema = engine.registry.get(graph_id).builder.input_schema
+    try:
+        _input_adapter(schema).validate_python(value)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"input.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise InvalidInput(f"input does not match graph '{graph_id}': {problems}") from None
+    except Exception:
+        return  # a schema pydantic cannot check (user graph): the graph itself will judge
+
+
+def _check_resume(record: dict[str, Any], resume: Any) -> None:
+    """Refuse a resume that answers no pending interrupt (langgraph would ignore it)."""
+    if record.get("active_run") or record["status"] != "interrupted":
+        return  # queued behind an active run, or nothing pending (the store refuses that)
+    pending = [i["id"] for group in record["interrupts"].values() for i in group]
+    if isinstance(resume, dict) and resume and any(k in pending for k in resume):
+        unknown = sorted(set(resume) - set(pending))
+        if unknown:
+            raise Conflict(
+                f"interrupt(s) {unknown} are not pending on thread {record['thread_id']}; pending: {pending}"
+            )
+    elif len(pending) > 1:
+        raise Conflict(
+            f"{len(pending)} interrupts are pending on thread {record['thread_id']} ({pending}); "
+            "resume with a map {interrupt_id: value}"
+        )
+
+
+async def submit_run(
+    engine: Engine, request: Request, thread_id: str, body: RunCreate, publish: list[StreamMode]
+) -> tuple[str, str]:
+    """Validate, then record and enqueue the run. Returns ``(run_id, status)``."""
+    assistant = resolve_assistant(engine, body.assistant_id)
+    graph_id = assistant["graph_id"]
+    if body.input is None and body.command is None:
+        raise InvalidInput("send 'input' to start the graph or 'command' to resume it")
+    if body.input is not None:
+        _check_input(engine, graph_id, body.input)
+    is_resume = body.command is not None and body.command.resume is not None
+    if is_resume:
+        assert body.command is not None
+        record = await engine.store.get_thread(thread_id)
+        if record is not None:
+            _check_resume(record, body.command.resume)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=propagate.extract(request.headers))
+    checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
+    payload = RunPayload(
+        graph_id=graph_id,
+        assistant_id=assistant["assistant_id"],
+        input=body.input,
+        command=body.command,
+        config=body.config or {},
+        context=body.context,
+        metadata=body.metadata or {},
+        stream_mode=publish,
+        stream_subgraphs=body.stream_subgraphs,
+        interrupt_before=body.interrupt_before,
+        interrupt_after=body.interrupt_after,
+        checkpoint_id=checkpoint_id,
+        durability=body.durability,
+        trace_context=carrier,
+    )
+    run_id = new_id()
+    status = await engine.store.create_run(
+        run_id=run_id,
+        thread_id=thread_id,
+        graph_id=graph_id,
+        assistant_id=assistant["assistant_id"],
+        metadata=body.metadata or {},
+        payload=payload.model_dump(mode="json", exclude_defaults=True),
+        strategy=body.multitask_strategy,
+        if_not_exists=body.if_not_exists,
+        is_resume=is_resume,
+    )
+    return run_id, status
+
+
+def _run_headers(thread_id: str, run_id: str, location: str) -> dict[str, str]:
+    base = f"/threads/{thread_id}/runs/{run_id}"
+    return {"Content-Location": base, "Location": base + location}
+
+
+async def _sse(engine: Engine, thread_id: str, run_id: str, after: str) -> AsyncIterator[bytes]:
+    last = after
+    while True:
+        batch = await engine.store.read_events(thread_id, run_id, last, block_ms=HEARTBEAT_MS)
+        if not batch:
+            run = await engine.store.get_run(thread_id, run_id)
+            if run is None or run["status"] in TERMINAL:
+                return  # deleted, or ended and its events expired
+            yield b": heartbeat\n\n"
+            continue
+        for event_id, name, data in batch:
+            last = event_id
+            if name == END_EVENT:
+                return
+            yield (b"event: " + name.encode() + b"\ndata: " + data + b"\nid: " + event_id.encode() + b"\n\n")
+
+
+async def _outcome(engine: Engine, thread_id: str, run_id: str) -> Any:
+    """Block until the run ends; the body ``/wait`` and ``/join`` return."""
+    last = "0-0"
+    while True:
+        batch = await engine.store.read_events(thread_id, run_id, last, block_ms=HEARTBEAT_MS)
+        for event_id, name, data in batch:
+            last = event_id
+            if name == END_EVENT:
+                end = jsonutil.loads(data)
+                if end["status"] == "error":
+                    return {"__error__": end["error"]}
+                values = end.get("values")
+                if end.get("interrupts") and isinstance(values, dict):
+                    values = {**values, "__interrupt__": end["interrupts"]}
+                return values
+        if not batch:
+            run = await engine.store.get_run(thread_id, run_id)
+            if run is None:
+                raise NotFound(f"run {run_id} not found on thread {thread_id}")
+            if run["status"] in TERMINAL:  # ended long ago; its events expired
+                thread = await engine.store.get_thread(thread_id)
+                return thread["values"] if thread else None
+
+
+def _stream_response(engine: Engine, thread_id: str, run_id: str, after: str) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(engine, thread_id, run_id, after),
+        media_type="text/event-stream",
+        headers={**_run_headers(thread_id, run_id, "/stream"), "Cache-Control": "no-store"},
+    )
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(
+    thread_id: str, body: RunCreate, request: Request, engine: EngineDep
+) -> StreamingResponse:
+    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+    return _stream_response(engine, thread_id, run_id, "0-0")
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(thread_id: str, body: RunCreate, request: Request, engine: EngineDep) -> Response:
+    run_id, _ = await submit_run(engine, request, thread_id, body, [])
+    result = await _outcome(engine, thread_id, run_id)
+    return JSONResponse(result, headers=_run_headers(thread_id, run_id, "/join"))
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(thread_id: str, body: RunCreate, request: Request, engine: EngineDep) -> Response:
+    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+    record = await engine.store.get_run(thread_id, run_id)
+    assert record is not None
+    return JSONResponse(run_view(record), headers=_run_headers(thread_id, run_id, ""))
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(
+    thread_id: str, engine: EngineDep, limit: int = 10, offset: int = 0
+) -> list[dict[str, Any]]:
+    await require_thread(engine, thread_id)
+    return [run_view(r) for r in await engine.store.list_runs(thread_id, limit=limit, offset=offset)]
+
+
+async def _require_run(engine: Engine, thread_id: str, run_id: str) -> dict[str, Any]:
+    record = await engine.store.get_run(thread_id, run_id)
+    if record is None:
+        raise NotFound(f"run {run_id} not found on thread {thread_id}")
+    return record
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def get_run(thread_id: str, run_id: str, engine: EngineDep) -> dict[str, Any]:
+    return run_view(await _require_run(engine, thread_id, run_id))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(thread_id: str, run_id: str, engine: EngineDep) -> Response:
+    await _require_run(engine, thread_id, run_id)
+    return JSONResponse(await _outcome(engine, thread_id, run_id))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_stream(
+    thread_id: str,
+    run_id: str,
+    engine: EngineDep,
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+) -> StreamingResponse:
+    await _require_run(engine, thread_id, run_id)
+    return _stream_response(engine, thread_id, run_id, last_event_id or "0-0")

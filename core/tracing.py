@@ -1,0 +1,76 @@
+"""OpenTelemetry set-up, driven by the standard ``OTEL_*`` environment variables.
+
+Spans go to OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set, or when ``OTEL_TRACES_EXPORTER`` names
+``otlp``/``console``; otherwise no exporter is installed and spans cost almost nothing.
+Set-up happens once per process, from the composition root, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+SERVICE_NAME = "interlock"
+
+# Attribute names shared by every layer (OpenInference + GenAI semantic conventions).
+SESSION_ID = "session.id"
+CONVERSATION_ID = "gen_ai.conversation.id"
+SPAN_KIND = "openinference.span.kind"
+
+_configured = False
+
+
+def exporters_from_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """Which span exporters the standard environment variables ask for."""
+    env = os.environ if env is None else env
+    named = [e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
+    if named:
+        return [e for e in named if e != "none"]
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return ["otlp"]
+    return []
+
+
+def configure_tracing(
+    service_name: str = SERVICE_NAME, *, extra_processors: list[SpanProcessor] | None = None
+) -> TracerProvider | None:
+    """Install the global tracer provider once; returns it, or None if already done.
+
+    The batch queue is sized well above the SDK default (2048), which dropped spans in
+    bursts on this kind of machine.
+    """
+    global _configured
+    if _configured:
+        return None
+    _configured = True
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    )
+    for name in exporters_from_env():
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(), max_queue_size=65_536, max_export_batch_size=512)
+            )
+        elif name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    for processor in extra_processors or []:
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop exporters (call at process exit)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()

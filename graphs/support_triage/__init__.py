@@ -1,0 +1,218 @@
+"""``support_triage``: route a customer's support ticket and act on it.
+
+```
+START -> load_customer -> triage -> {refund | answer | technical | escalate}
+  refund    -> lookup_order -> {issue_refund (amount <= 50)
+                                | approval (amount > 50) -> {issue_refund | deny_refund}
+                                | respond (no such order)}
+  answer    -> draft_answer
+  technical -> open_ticket
+  escalate  -> handoff
+  issue_refund | deny_refund | draft_answer | open_ticket | handoff -> respond -> END
+```
+
+``triage`` is an LLM decision node (fallback: ``escalate``); ``approval`` pauses the run
+for a person through ``interrupt()``. Customer data comes from a small demo CRM
+(``crm.json``: customers ``c-001`` … ``c-020``); an unknown customer is not an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from agents.approval import ApprovalRequest, request_approval
+from agents.context import Context
+from agents.decision import Branch, DecisionSpec, Example
+from agents.nodes import decision_node
+from agents.tools import effect_once
+from graphs.support_triage import crm
+
+REFUND_APPROVAL_THRESHOLD = 50.0
+"""Refunds above this amount wait for a person."""
+
+
+class Input(TypedDict):
+    ticket: str
+    customer_id: str
+
+
+class State(TypedDict, total=False):
+    ticket: str
+    customer_id: str
+    customer: dict[str, Any] | None
+    order: dict[str, Any] | None
+    route: str | None
+    decision: dict[str, Any] | None
+    approval: dict[str, Any] | None
+    refund: dict[str, Any] | None
+    ticket_ref: str | None
+    resolution: str | None
+
+
+TRIAGE = DecisionSpec(
+    name="triage",
+    instructions=(
+        "You route customer support tickets for an online shop. "
+        "Read the ticket and choose exactly one branch."
+    ),
+    branches=[
+        Branch(name="refund", description="the customer wants money back for an order"),
+        Branch(name="answer", description="a question about orders, shipping, accounts or policy"),
+        Branch(name="technical", description="a product or the website/app does not work"),
+        Branch(name="escalate", description="angry, legal threat, safety issue, or anything unclear"),
+    ],
+    fallback="escalate",
+    inputs=["ticket"],
+    examples=[
+        Example(input={"ticket": "The blender arrived broken, I want my money back."}, branch="refund"),
+        Example(input={"ticket": "How long does shipping to Austria take?"}, branch="answer"),
+        Example(
+            input={"ticket": "The app crashes every time I open my order history."},
+            branch="technical",
+        ),
+        Example(
+            input={"ticket": "This is the third time. My lawyer will contact you."},
+            branch="escalate",
+        ),
+    ],
+)
+
+
+async def load_customer(state: State) -> State:
+    return {"customer": crm.customer(state["customer_id"])}
+
+
+async def lookup_order(state: State) -> State:
+    customer = state.get("customer")
+    order = crm.order_for_ticket(customer, state["ticket"]) if customer else None
+    if order is None:
+        who = "you" if customer else f"customer {state['customer_id']}"
+        return {
+            "order": None,
+            "refund": None,
+            "resolution": f"We could not find an order for {who} to refund; a colleague will follow up.",
+        }
+    return {"order": order}
+
+
+def after_lookup(state: State) -> Literal["issue_refund", "approval", "respond"]:
+    order = state.get("order")
+    if order is None:
+        return "respond"
+    return "issue_refund" if order["amount"] <= REFUND_APPROVAL_THRESHOLD else "approval"
+
+
+async def approval(state: State) -> State:
+    order = state["order"]
+    assert order is not None
+    decision = request_approval(
+        ApprovalRequest(
+            action="issue_refund",
+            summary=(
+                f"Refund {order['amount']:.2f} {order['currency']} for order {order['order_id']} "
+                f"({order['item']}) to customer {state['customer_id']}"
+            ),
+            amount=order["amount"],
+        )
+    )
+    return {"approval": decision.model_dump()}
+
+
+def after_approval(state: State) -> Literal["issue_refund", "deny_refund"]:
+    approval = state.get("approval") or {}
+    return "issue_refund" if approval.get("decision") == "approve" else "deny_refund"
+
+
+async def issue_refund(state: State, runtime: Runtime[Context]) -> State:
+    order = state["order"]
+    assert order is not None
+    refund = await effect_once(
+        runtime,
+        "issue_refund",
+        lambda key: crm.issue_refund(runtime.context, key, order["order_id"], order["amount"]),
+    )
+    return {
+        "refund": refund,
+        "resolution": f"We refunded {refund['amount']:.2f} for order {refund['order_id']}.",
+    }
+
+
+async def deny_refund(state: State) -> State:
+    order = state["order"]
+    assert order is not None
+    comment = (state.get("approval") or {}).get("comment") or "it does not meet our refund policy"
+    return {
+        "refund": {"order_id": order["order_id"], "amount": order["amount"], "status": "denied"},
+        "resolution": f"We cannot refund order {order['order_id']}: {comment}.",
+    }
+
+
+async def draft_answer(state: State) -> State:
+    return {"resolution": crm.draft_answer(state["ticket"])}
+
+
+async def open_ticket(state: State, runtime: Runtime[Context]) -> State:
+    issue = await effect_once(
+        runtime,
+        "open_ticket",
+        lambda key: crm.open_issue(runtime.context, key, state["customer_id"], state["ticket"]),
+    )
+    return {
+        "ticket_ref": issue["issue_id"],
+        "resolution": f"Our engineers are on it: ticket {issue['issue_id']}.",
+    }
+
+
+async def handoff(state: State, runtime: Runtime[Context]) -> State:
+    queued = await effect_once(
+        runtime,
+        "handoff",
+        lambda key: crm.hand_off(runtime.context, key, state["customer_id"], state["ticket"]),
+    )
+    return {"resolution": f"A member of our team will contact you personally (case {queued['case_id']})."}
+
+
+async def respond(state: State) -> State:
+    customer = state.get("customer")
+    greeting = f"Hello {customer['name'].split()[0]}, " if customer else "Hello, "
+    resolution = state.get("resolution") or "we have received your message."
+    return {
+        "resolution": greeting + resolution[0].lower() + resolution[1:],
+        "refund": state.get("refund"),
+    }
+
+
+def build_graph() -> StateGraph[State, Context, Input, State]:
+    builder = StateGraph(State, context_schema=Context, input_schema=Input)
+    builder.add_node("load_customer", load_customer)
+    builder.add_node("triage", decision_node(TRIAGE))
+    builder.add_node("lookup_order", lookup_order)
+    builder.add_node("approval", approval)
+    builder.add_node("issue_refund", issue_refund)
+    builder.add_node("deny_refund", deny_refund)
+    builder.add_node("draft_answer", draft_answer)
+    builder.add_node("open_ticket", open_ticket)
+    builder.add_node("handoff", handoff)
+    builder.add_node("respond", respond)
+
+    builder.add_edge(START, "load_customer")
+    builder.add_edge("load_customer", "triage")
+    builder.add_conditional_edges(
+        "triage",
+        lambda s: s["route"],
+        {
+            "refund": "lookup_order",
+            "answer": "draft_answer",
+            "technical": "open_ticket",
+            "escalate": "handoff",
+        },
+    )
+    builder.add_conditional_edges("lookup_order", after_lookup)
+    builder.add_conditional_edges("approval", after_approval)
+    for node in ("issue_refund", "deny_refund", "draft_answer", "open_ticket", "handoff"):
+        builder.add_edge(node, "respond")
+    builder.add_edge("respond", END)
+    return builder

@@ -1,0 +1,258 @@
+"""Workers: take runs from the Redis queue, execute their graph, publish events, record
+the outcome.
+
+A worker blocks on the queue (``XREADGROUP … BLOCK``), never polls. It executes up to
+``concurrency`` runs at once on one event loop. Events are coalesced: while one batch is
+on its way to Redis, the next accumulates, so a fast graph costs one round trip per batch
+rather than per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from langgraph.types import Command
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
+
+from agents.context import Context
+from core import jsonutil
+from core.ids import new_id
+from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
+from runs.compile import CompiledGraph
+from runs.payload import RunPayload
+from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
+
+log = logging.getLogger("interlock.worker")
+_tracer = trace.get_tracer("interlock.runs")
+
+
+class EventSink:
+    """Publishes a run's events in order, batching those that arrive while a write is
+    in flight."""
+
+    def __init__(self, store: RunStore, thread_id: str, run_id: str) -> None:
+        self._store = store
+        self._thread_id = thread_id
+        self._run_id = run_id
+        self._buffer: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._drain())
+
+    def emit(self, event: str, data: Any) -> None:
+        self._buffer.append((event, jsonutil.dumps(data)))
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                batch, self._buffer = self._buffer, []
+                await self._store.publish(self._thread_id, self._run_id, batch)
+            if self._closed:
+                return
+
+    async def close(self) -> None:
+        """Flush everything emitted so far."""
+        self._closed = True
+        self._wake.set()
+        await self._task
+
+
+def _event_name(mode: str, namespace: tuple[str, ...]) -> str:
+    mode = "messages" if mode == "messages-tuple" else mode
+    return f"{mode}|{'|'.join(namespace)}" if namespace else mode
+
+
+def _interrupts(snapshot: Any) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for task in snapshot.tasks:
+        if task.interrupts:
+            found[task.id] = [{"value": i.value, "id": i.id} for i in task.interrupts]
+    return found
+
+
+class Worker:
+    """Executes queued runs. Any number of workers may share one Redis."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        graphs: Mapping[str, CompiledGraph],
+        context: Context,
+        *,
+        concurrency: int = 16,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.graphs = graphs
+        self.context = context
+        self.concurrency = concurrency
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name=f"worker {self.name}")
+
+    async def stop(self) -> None:
+        """Stop taking runs and cancel the ones in flight (they stay in the queue's
+        pending list, to be reclaimed)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        await self.store.setup()
+        while True:
+            free = self.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                items = await self.store.claim(self.name, free, block_ms=5_000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming runs failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            for item in items:
+                task = asyncio.create_task(self._execute_logged(item), name=f"run {item.run_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _execute_logged(self, item: QueuedRun) -> None:
+        try:
+            await self.execute(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s could not be recorded", item.run_id)
+
+    async def execute(self, item: QueuedRun) -> None:
+        """Execute one run to its end (success, error or interrupt) and record it."""
+        payload = RunPayload.model_validate(item.payload)
+        thread_id, run_id = item.thread_id, item.run_id
+        parent = propagate.extract(payload.trace_context) if payload.trace_context else None
+        with _tracer.start_as_current_span(
+            f"invoke_workflow {payload.graph_id}",
+            context=parent,
+            attributes={
+                SPAN_KIND: "CHAIN",
+                "gen_ai.operation.name": "invoke_workflow",
+                "interlock.run_id": run_id,
+                "interlock.thread_id": thread_id,
+                "interlock.assistant_id": payload.assistant_id,
+                "interlock.graph_id": payload.graph_id,
+                SESSION_ID: thread_id,
+                CONVERSATION_ID: thread_id,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            await self.store.mark_running(
+                thread_id, run_id, ("metadata", jsonutil.dumps({"run_id": run_id, "attempt": 1}))
+            )
+            sink = EventSink(self.store, thread_id, run_id)
+            graph = self.graphs.get(payload.graph_id)
+            config = self._config(payload, thread_id, run_id)
+            run_status: RunStatus
+            thread_status: ThreadStatus
+            values: Any = None
+            interrupts: dict[str, list[dict[str, Any]]] = {}
+            end: dict[str, Any]
+            try:
+                if graph is None:
+                    raise LookupError(f"graph '{payload.graph_id}' is not registered on worker {self.name}")
+                await self._stream(graph, payload, config, sink)
+                snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+                values = snapshot.values
+                interrupts = _interrupts(snapshot)
+                run_status = thread_status = "interrupted" if interrupts else "success"
+                if run_status == "success":
+                    thread_status = "idle"
+                end = {"status": run_status, "values": values}
+                if interrupts:
+                    end["interrupts"] = [i for group in interrupts.values() for i in group]
+            except asyncio.CancelledError:
+                await sink.close()
+                raise
+            except Exception as exc:
+                log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                error = {"error": type(exc).__name__, "message": str(exc)}
+                sink.emit("error", error)
+                run_status, thread_status = "error", "error"
+                end = {"status": "error", "error": error}
+                with contextlib.suppress(Exception):
+                    values = (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values  # type: ignore[union-attr]
+            await sink.close()
+            span.set_attribute("interlock.run.status", run_status)
+            await self.store.finish_run(
+                thread_id=thread_id,
+                run_id=run_id,
+                message_id=item.message_id,
+                run_status=run_status,
+                thread_status=thread_status,
+                values=values,
+                interrupts=interrupts,
+                end=end,
+            )
+
+    def _config(self, payload: RunPayload, thread_id: str, run_id: str) -> dict[str, Any]:
+        config = dict(payload.config)
+        configurable = dict(config.get("configurable") or {})
+        configurable["thread_id"] = thread_id
+        if payload.checkpoint_id:
+            configurable["checkpoint_id"] = payload.checkpoint_id
+        config["configurable"] = configurable
+        config["metadata"] = {
+            **payload.metadata,
+            "run_id": run_id,
+            "graph_id": payload.graph_id,
+            "assistant_id": payload.assistant_id,
+        }
+        return config
+
+    async def _stream(
+        self, graph: CompiledGraph, payload: RunPayload, config: dict[str, Any], sink: EventSink
+    ) -> None:
+        wanted = list(dict.fromkeys("messages" if m == "messages-tuple" else m for m in payload.stream_mode))
+        modes = wanted or ["values"]
+        if payload.command is not None:
+            graph_input: Any = Command(
+                resume=payload.command.resume,
+                update=payload.command.update,
+                goto=payload.command.goto or (),
+            )
+        else:
+            graph_input = payload.input
+        context: Any = self.context if graph.builder.context_schema is Context else payload.context
+        async for ns, mode, chunk in graph.astream(
+            graph_input,
+            config,  # type: ignore[arg-type]
+            context=context,
+            stream_mode=modes,  # type: ignore[arg-type]
+            subgraphs=True,
+            interrupt_before=payload.interrupt_before,
+            interrupt_after=payload.interrupt_after,
+            durability=payload.durability,
+        ):
+            if not wanted or (ns and not payload.stream_subgraphs):
+                continue
+            sink.emit(_event_name(mode, ns), chunk)

@@ -1,0 +1,54 @@
+"""Key layout of Interlock's records (the checkpointer documents its own keys).
+
+Every key of a thread carries the hash tag ``{<thread_id>}``, so a thread's keys share one
+Redis Cluster slot and a Lua script may touch them together. ``P`` is the key prefix.
+
+| key                          | type   | holds                                                  |
+| ---------------------------- | ------ | ------------------------------------------------------ |
+| ``P th:{t}``                 | hash   | thread record: status, metadata, values, interrupts,   |
+|                              |        | graph_id, active_run                                   |
+| ``P th:{t}:runs``            | zset   | run ids of the thread, scored by creation time (ms)    |
+| ``P th:{t}:pending``         | list   | runs waiting for the thread's active run to finish     |
+| ``P run:{t}:<run>``          | hash   | run record: status, assistant, kwargs, timestamps      |
+| ``P run:{t}:<run>:ev``       | stream | the run's events, replayable by id (bounded, TTL)      |
+| ``P threads``                | zset   | all thread ids by creation time (search, count)        |
+| ``P queue``                  | stream | runs ready to execute; consumer group ``workers``      |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEUE_GROUP = "workers"
+
+
+@dataclass(frozen=True)
+class Layout:
+    prefix: str = "il:"
+
+    def thread(self, thread_id: str) -> str:
+        return f"{self.prefix}th:{{{thread_id}}}"
+
+    def thread_runs(self, thread_id: str) -> str:
+        return f"{self.prefix}th:{{{thread_id}}}:runs"
+
+    def thread_pending(self, thread_id: str) -> str:
+        return f"{self.prefix}th:{{{thread_id}}}:pending"
+
+    def run(self, thread_id: str, run_id: str) -> str:
+        return f"{self.prefix}run:{{{thread_id}}}:{run_id}"
+
+    def run_prefix(self, thread_id: str) -> str:
+        """``run(t, r) == run_prefix(t) + r``; Lua builds run keys from it."""
+        return f"{self.prefix}run:{{{thread_id}}}:"
+
+    def events(self, thread_id: str, run_id: str) -> str:
+        return f"{self.prefix}run:{{{thread_id}}}:{run_id}:ev"
+
+    @property
+    def threads(self) -> str:
+        return f"{self.prefix}threads"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}queue"

@@ -1,0 +1,341 @@
+"""Thread and run records, the run queue and run event streams, on plain Redis.
+
+Every state change that must be all-or-nothing is one Lua script over one thread's keys
+(plus the queue): creating a run writes its record *and* enqueues it, so an acknowledged
+run always exists and is always queued; finishing a run records the outcome, publishes the
+end event, acknowledges the queue entry and promotes the thread's next pending run, all at
+once. Key layout: ``store/layout.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aredis
+
+from core import jsonutil
+from core.errors import Conflict, NotFound
+from core.ids import now_ms
+from store.layout import QUEUE_GROUP, Layout
+
+RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+
+END_EVENT = "__end__"
+"""Control event that closes a run's event stream; never forwarded to SSE clients."""
+
+_CREATE_THREAD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[4] == 'do_nothing' then return 0 end
+  return redis.error_reply('thread_exists')
+end
+redis.call('HSET', KEYS[1], 'thread_id', ARGV[1], 'created_at', ARGV[2], 'updated_at', ARGV[2],
+  'status', 'idle', 'metadata', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS: thread, thread_runs, pending, run, queue, threads
+# ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
+#       metadata_json, payload_json
+_CREATE_RUN = """
+local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', thread) == 0 then
+  if ARGV[5] ~= 'create' then return redis.error_reply('no_thread') end
+  redis.call('HSET', thread, 'thread_id', thread_id, 'created_at', now, 'updated_at', now,
+    'status', 'idle', 'metadata', '{}')
+  redis.call('ZADD', threads, now, thread_id)
+end
+local state = redis.call('HMGET', thread, 'active_run', 'status')
+local active, status = state[1], state[2]
+if active and ARGV[4] == 'reject' then return redis.error_reply('busy') end
+if ARGV[6] == '1' and not active and status ~= 'interrupted' then
+  return redis.error_reply('nothing_to_resume')
+end
+redis.call('HSETNX', thread, 'graph_id', ARGV[7])
+redis.call('HSETNX', thread, 'assistant_id', ARGV[8])
+local run_status = 'pending'
+redis.call('HSET', run, 'run_id', run_id, 'thread_id', thread_id, 'assistant_id', ARGV[8],
+  'graph_id', ARGV[7], 'created_at', now, 'updated_at', now, 'status', run_status,
+  'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10])
+redis.call('ZADD', runs, now, run_id)
+if active then
+  redis.call('RPUSH', pending, run_id)
+else
+  redis.call('HSET', thread, 'active_run', run_id, 'status', 'busy', 'updated_at', now)
+  redis.call('XADD', queue, '*', 't', thread_id, 'r', run_id, 'p', ARGV[10])
+end
+return run_status
+"""
+
+# KEYS: thread, pending, run, queue, events
+# ARGV: run_id, now, run_status, thread_status, values_json, interrupts_json, end_data,
+#       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id
+_FINISH_RUN = """
+local thread, pending, run, queue, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_id, now = ARGV[1], ARGV[2]
+redis.call('HSET', run, 'status', ARGV[3], 'updated_at', now)
+redis.call('XADD', events, 'MAXLEN', '~', ARGV[11], '*', 'e', '__end__', 'd', ARGV[7])
+redis.call('EXPIRE', events, ARGV[12])
+if ARGV[8] ~= '' then
+  redis.call('XACK', queue, ARGV[9], ARGV[8])
+  redis.call('XDEL', queue, ARGV[8])
+end
+if redis.call('HGET', thread, 'active_run') ~= run_id then return 0 end
+redis.call('HSET', thread, 'status', ARGV[4], 'values', ARGV[5], 'interrupts', ARGV[6],
+  'updated_at', now)
+local next_run = redis.call('LPOP', pending)
+if next_run then
+  local payload = redis.call('HGET', ARGV[10] .. next_run, 'payload')
+  redis.call('HSET', thread, 'active_run', next_run, 'status', 'busy')
+  redis.call('XADD', queue, '*', 't', ARGV[13], 'r', next_run, 'p', payload)
+else
+  redis.call('HDEL', thread, 'active_run')
+end
+return 1
+"""
+
+_ERRORS = {
+    "no_thread": (
+        NotFound,
+        "thread {thread_id} not found; create it first or pass if_not_exists='create'",
+    ),
+    "busy": (Conflict, "thread {thread_id} is busy with another run (multitask_strategy='reject')"),
+    "nothing_to_resume": (Conflict, "thread {thread_id} has no pending interrupt to resume"),
+    "thread_exists": (Conflict, "thread {thread_id} already exists"),
+}
+
+
+def _raise_script_error(e: aredis.ResponseError, thread_id: str) -> None:
+    code = str(e).strip()
+    if code in _ERRORS:
+        cls, message = _ERRORS[code]
+        raise cls(message.format(thread_id=thread_id)) from None
+    raise e
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    """One entry of the run queue as a worker receives it."""
+
+    message_id: str
+    thread_id: str
+    run_id: str
+    payload: dict[str, Any]
+
+
+class RunStore:
+    """Threads, runs, the run queue and run events on one Redis."""
+
+    def __init__(
+        self,
+        client: aredis.Redis,
+        *,
+        prefix: str = "il:",
+        events_maxlen: int = 10_000,
+        events_ttl_s: int = 24 * 3600,
+    ) -> None:
+        self.client = client
+        self.keys = Layout(prefix)
+        self.events_maxlen = events_maxlen
+        self.events_ttl_s = events_ttl_s
+        self._create_thread = client.register_script(_CREATE_THREAD)
+        self._create_run = client.register_script(_CREATE_RUN)
+        self._finish_run = client.register_script(_FINISH_RUN)
+
+    async def setup(self) -> None:
+        """Create the queue's consumer group (idempotent)."""
+        try:
+            await self.client.xgroup_create(self.keys.queue, QUEUE_GROUP, id="0", mkstream=True)
+        except aredis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    # threads
+
+    async def create_thread(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        if_exists: Literal["raise", "do_nothing"] = "raise",
+    ) -> dict[str, Any]:
+        now = now_ms()
+        try:
+            await self._create_thread(
+                keys=[self.keys.thread(thread_id), self.keys.threads],
+                args=[thread_id, now, jsonutil.dumps(dict(metadata)), if_exists],
+            )
+        except aredis.ResponseError as e:
+            _raise_script_error(e, thread_id)
+        thread = await self.get_thread(thread_id)
+        assert thread is not None
+        return thread
+
+    async def get_thread(self, thread_id: str) -> dict[str, Any] | None:
+        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.thread(thread_id))  # type: ignore[misc]
+        return _thread_record(raw) if raw else None
+
+    # runs
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        thread_id: str,
+        graph_id: str,
+        assistant_id: str,
+        metadata: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        strategy: MultitaskStrategy,
+        if_not_exists: Literal["create", "reject"],
+        is_resume: bool,
+    ) -> RunStatus:
+        """Write the run record and enqueue it (or queue it behind the thread's active
+        run) in one atomic step. Raises NotFound/Conflict and then writes nothing."""
+        k = self.keys
+        try:
+            status = await self._create_run(
+                keys=[
+                    k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
+                    k.run(thread_id, run_id), k.queue, k.threads,
+                ],
+                args=[
+                    run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
+                    graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
+                ],
+            )  # fmt: skip
+        except aredis.ResponseError as e:
+            _raise_script_error(e, thread_id)
+        return status.decode()  # type: ignore[no-any-return]
+
+    async def get_run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
+        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.run(thread_id, run_id))  # type: ignore[misc]
+        return _run_record(raw) if raw else None
+
+    async def list_runs(self, thread_id: str, *, limit: int = 10, offset: int = 0) -> list[dict[str, Any]]:
+        ids = await self.client.zrevrange(self.keys.thread_runs(thread_id), offset, offset + limit - 1)
+        pipe = self.client.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hgetall(self.keys.run(thread_id, rid.decode()))
+        return [_run_record(raw) for raw in await pipe.execute() if raw]
+
+    async def mark_running(self, thread_id: str, run_id: str, first_event: tuple[str, bytes]) -> None:
+        """Record that a worker started the run and publish its first event, one round trip."""
+        events = self.keys.events(thread_id, run_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.run(thread_id, run_id), mapping={"status": "running", "updated_at": now_ms()})
+        pipe.xadd(events, {"e": first_event[0], "d": first_event[1]}, maxlen=self.events_maxlen)
+        pipe.expire(events, self.events_ttl_s)
+        await pipe.execute()
+
+    async def publish(self, thread_id: str, run_id: str, events: Sequence[tuple[str, bytes]]) -> None:
+        """Append events to the run's stream, all in one round trip."""
+        key = self.keys.events(thread_id, run_id)
+        if len(events) == 1:
+            await self.client.xadd(key, {"e": events[0][0], "d": events[0][1]}, maxlen=self.events_maxlen)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name, data in events:
+            pipe.xadd(key, {"e": name, "d": data}, maxlen=self.events_maxlen)
+        await pipe.execute()
+
+    async def finish_run(
+        self,
+        *,
+        thread_id: str,
+        run_id: str,
+        message_id: str,
+        run_status: RunStatus,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Any,
+        end: Mapping[str, Any],
+    ) -> None:
+        """Record the outcome, close the event stream, ack the queue entry and start the
+        thread's next pending run — atomically."""
+        k = self.keys
+        await self._finish_run(
+            keys=[
+                k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
+                k.queue, k.events(thread_id, run_id),
+            ],
+            args=[
+                run_id, now_ms(), run_status, thread_status, jsonutil.dumps(values),
+                jsonutil.dumps(interrupts), jsonutil.dumps(dict(end)), message_id, QUEUE_GROUP,
+                k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, thread_id,
+            ],
+        )  # fmt: skip
+
+    async def read_events(
+        self, thread_id: str, run_id: str, after: str, *, block_ms: int | None
+    ) -> list[tuple[str, str, bytes]]:
+        """Events after stream id ``after`` as ``(id, event, data)``; blocks up to
+        ``block_ms`` for the first one when there is none yet."""
+        key = self.keys.events(thread_id, run_id)
+        reply = await self.client.xread({key: after}, block=block_ms, count=1000)
+        if not reply:
+            return []
+        return [(mid.decode(), f[b"e"].decode(), f[b"d"]) for mid, f in reply[0][1]]
+
+    # queue
+
+    async def claim(self, consumer: str, count: int, *, block_ms: int) -> list[QueuedRun]:
+        """Take up to ``count`` new runs from the queue, blocking up to ``block_ms``."""
+        reply = await self.client.xreadgroup(
+            QUEUE_GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        return [
+            QueuedRun(
+                message_id=mid.decode(),
+                thread_id=f[b"t"].decode(),
+                run_id=f[b"r"].decode(),
+                payload=jsonutil.loads(f[b"p"]),
+            )
+            for mid, f in reply[0][1]
+        ]
+
+
+def _thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    metadata = jsonutil.loads(raw.get(b"metadata", b"{}"))
+    for field in ("graph_id", "assistant_id"):
+        if (value := raw.get(field.encode())) is not None:
+            metadata.setdefault(field, value.decode())
+    values = raw.get(b"values")
+    interrupts = raw.get(b"interrupts")
+    return {
+        "thread_id": raw[b"thread_id"].decode(),
+        "created_at": int(raw[b"created_at"]),
+        "updated_at": int(raw[b"updated_at"]),
+        "metadata": metadata,
+        "status": raw[b"status"].decode(),
+        "values": jsonutil.loads(values) if values else None,
+        "interrupts": jsonutil.loads(interrupts) if interrupts else {},
+        "graph_id": _text(raw.get(b"graph_id")),
+        "active_run": _text(raw.get(b"active_run")),
+    }
+
+
+def _run_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    return {
+        "run_id": raw[b"run_id"].decode(),
+        "thread_id": raw[b"thread_id"].decode(),
+        "assistant_id": raw[b"assistant_id"].decode(),
+        "graph_id": raw[b"graph_id"].decode(),
+        "created_at": int(raw[b"created_at"]),
+        "updated_at": int(raw[b"updated_at"]),
+        "status": raw[b"status"].decode(),
+        "metadata": jsonutil.loads(raw[b"metadata"]),
+        "multitask_strategy": raw[b"multitask_strategy"].decode(),
+        "kwargs": jsonutil.loads(raw[b"payload"]),
+    }
