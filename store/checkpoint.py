@@ -1,0 +1,725 @@
+r"""LangGraph checkpointer on plain Redis 6.2+: hashes, sorted sets and Lua, nothing else.
+
+Key layout. ``P`` is the prefix (default ``il:``), ``T`` the thread id, ``ns`` the checkpoint
+namespace (``""`` for the root graph, ``node:task|…`` for subgraphs); ``\0`` and ``\1``
+separate the parts of a field, so namespaces, channel names and versions must not contain
+them.
+
+| key            | type | field or member → value                                          |
+| -------------- | ---- | ---------------------------------------------------------------- |
+| ``P cp:{T}:i`` | zset | ``ns\0checkpoint_id``, score 0: the thread's checkpoints         |
+| ``P cp:{T}:c`` | hash | ``ns\0checkpoint_id`` → ``parent_id\0run_id\0metadata\0type\0doc``: |
+|                |      | the checkpoint without channel values (serde), metadata as JSON  |
+| ``P cp:{T}:r`` | hash | ``ns\0checkpoint_id`` → ``channel\0version\1channel\0version…``: |
+|                |      | the blobs the checkpoint is made of, in a form Lua can split     |
+| ``P cp:{T}:b`` | hash | ``ns\0channel\0version`` → ``type\0bytes`` (serde), or empty     |
+|                |      | when the channel has no value at that version                    |
+| ``P cp:{T}:x`` | zset | ``ns\0checkpoint_id\0task_id\0idx``, score 0: the pending writes |
+| ``P cp:{T}:w`` | hash | ``x`` member → ``task_id\0idx\0task_path\0channel\0type\0bytes`` |
+
+Why this shape:
+
+- Every key embeds ``{T}``, a Redis Cluster hash tag: a thread's keys share one slot, so each
+  Lua script can read and write all of them atomically.
+- A thread has a fixed set of six keys, not a key per checkpoint, so every script can name
+  its keys in ``KEYS`` up front, even "load the latest checkpoint", and deleting a thread is
+  one ``DEL``.
+- Scores are all 0, so the sorted sets order by member bytes: ``(namespace, checkpoint_id)``,
+  and checkpoint ids (uuid6) sort by creation. "Latest in a namespace", "before X" and "the
+  writes of one checkpoint" are each one ``Z[REV]RANGEBYLEX``.
+- Channel values are stored once per ``(namespace, channel, version)`` (like Postgres'
+  ``checkpoint_blobs``): a checkpoint writes blobs only for the channels that changed
+  (``new_versions``) and refers to the rest.
+- ``aput``, ``aput_writes`` and ``aget_tuple`` are one ``EVALSHA`` each. Both writes can be
+  fenced: with ``config["configurable"]["__interlock_fence__"] = [key, value]`` the script
+  first checks ``GET key == value`` and otherwise writes nothing (see :class:`FencedOut`).
+- Nothing is global: operations across threads (``alist`` without a thread,
+  ``adelete_for_runs``) ``SCAN`` for ``P cp:{*}:i``. A global registry would live in
+  another slot and cost every ``aput`` a second, non-atomic write.
+
+Deleting checkpoints (``adelete_for_runs``, ``aprune``) also deletes the blobs no remaining
+checkpoint refers to, so do not run them on a thread while a run is writing to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Final, NamedTuple, cast
+
+import orjson
+import redis.asyncio as aredis
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from redis.exceptions import NoScriptError
+
+from core.errors import Conflict
+from core.redis import make_client
+from store.keys import check_prefix, escape_glob, hash_tag
+
+FENCE_CONFIG_KEY: Final = "__interlock_fence__"
+"""``config["configurable"]`` key holding ``[fence_key, expected_value]`` for fenced writes."""
+
+_BATCH = 100
+"""Checkpoints loaded per round trip by ``alist``."""
+
+_JSON_OPTS: Final = orjson.OPT_NON_STR_KEYS
+
+
+class FencedOut(Conflict):
+    """The fence key no longer holds this writer's value: another worker owns the thread.
+
+    Nothing was written. Not retryable: the lease is lost, the writer must stop.
+    """
+
+
+class ThreadKeys(NamedTuple):
+    """The six keys of one thread (see the module docstring)."""
+
+    ids: bytes
+    records: bytes
+    refs: bytes
+    blobs: bytes
+    write_ids: bytes
+    writes: bytes
+
+
+class _Lua:
+    """A Lua script called by SHA; loaded on first ``NOSCRIPT`` (e.g. after a restart)."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+# Splits a refs value (channel\0version\1…) into blob fields of namespace prefix `pre`.
+_LUA_BLOB_FIELDS = r"""
+local function blob_fields(pre, refs, out)
+  local n, pos = #out, 1
+  while true do
+    local j = string.find(refs, '\1', pos, true)
+    n = n + 1
+    if not j then out[n] = pre .. string.sub(refs, pos); return out end
+    out[n] = pre .. string.sub(refs, pos, j - 1)
+    pos = j + 1
+  end
+end
+local function ns_prefix(f) return string.sub(f, 1, string.find(f, '\0', 1, true)) end
+"""
+
+# KEYS: index, records, refs, blobs [, fence]
+# ARGV: fence value, field, record, refs, blob field/value pairs…
+_PUT = _Lua(
+    r"""
+if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+if #ARGV > 4 then redis.call('HSET', KEYS[4], unpack(ARGV, 5)) end
+return 1
+"""
+)
+
+# KEYS: write_ids, writes [, fence]
+# ARGV: fence value, then (field, value, overwrite "1"/"0") triples
+_PUT_WRITES = _Lua(
+    r"""
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+for k = 2, #ARGV, 3 do
+  local added
+  if ARGV[k + 2] == '1' then
+    added = redis.call('HSET', KEYS[2], ARGV[k], ARGV[k + 1])
+  else
+    added = redis.call('HSETNX', KEYS[2], ARGV[k], ARGV[k + 1])
+  end
+  if added == 1 then redis.call('ZADD', KEYS[1], 0, ARGV[k]) end
+end
+return 1
+"""
+)
+
+# KEYS: the six thread keys.  ARGV: 'latest', ns  |  'ids', field…
+# Returns [[field, record, refs, [blob…], [write…]], …] for the checkpoints that exist.
+_LOAD = _Lua(
+    _LUA_BLOB_FIELDS
+    + r"""
+local function entry(f)
+  local rec = redis.call('HGET', KEYS[2], f)
+  if not rec then return nil end
+  local refs = redis.call('HGET', KEYS[3], f) or ''
+  local blobs = {}
+  if refs ~= '' then
+    blobs = redis.call('HMGET', KEYS[4], unpack(blob_fields(ns_prefix(f), refs, {})))
+  end
+  local wf = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')
+  local writes = {}
+  if #wf > 0 then writes = redis.call('HMGET', KEYS[6], unpack(wf)) end
+  return {f, rec, refs, blobs, writes}
+end
+local out = {}
+if ARGV[1] == 'latest' then
+  local last = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[2] .. '\1',
+    '[' .. ARGV[2] .. '\0', 'LIMIT', 0, 1)
+  if last[1] then out[1] = entry(last[1]) end
+else
+  for k = 2, #ARGV do
+    local e = entry(ARGV[k])
+    if e then out[#out + 1] = e end
+  end
+end
+return out
+"""
+)
+
+# KEYS: the six thread keys.  ARGV: 'latest'  |  'runs', run_id…
+# Deletes the chosen checkpoints, their writes, and every blob no remaining checkpoint
+# refers to. Reads first, writes after: a Lua error must not leave half a deletion.
+_DROP = _Lua(
+    _LUA_BLOB_FIELDS
+    + r"""
+local function chunked(cmd, key, list)
+  for s = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
+  end
+end
+local drop = {}
+if ARGV[1] == 'latest' then
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+  for k = 1, #members - 1 do
+    if ns_prefix(members[k]) == ns_prefix(members[k + 1]) then drop[#drop + 1] = members[k] end
+  end
+else
+  local runs = {}
+  for k = 2, #ARGV do runs[ARGV[k]] = true end
+  local recs = redis.call('HGETALL', KEYS[2])
+  for k = 1, #recs, 2 do
+    local rec = recs[k + 1]
+    local a = string.find(rec, '\0', 1, true)
+    local b = string.find(rec, '\0', a + 1, true)
+    if runs[string.sub(rec, a + 1, b - 1)] then drop[#drop + 1] = recs[k] end
+  end
+end
+if #drop == 0 then return 0 end
+local writes = {}
+for _, f in ipairs(drop) do
+  for _, w in ipairs(redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')) do
+    writes[#writes + 1] = w
+  end
+end
+local live, refs = {}, redis.call('HGETALL', KEYS[3])
+local dropped = {}
+for _, f in ipairs(drop) do dropped[f] = true end
+for k = 1, #refs, 2 do
+  if refs[k + 1] ~= '' and not dropped[refs[k]] then
+    for _, bf in ipairs(blob_fields(ns_prefix(refs[k]), refs[k + 1], {})) do live[bf] = true end
+  end
+end
+local dead = {}
+for _, bf in ipairs(redis.call('HKEYS', KEYS[4])) do
+  if not live[bf] then dead[#dead + 1] = bf end
+end
+chunked('ZREM', KEYS[1], drop)
+chunked('HDEL', KEYS[2], drop)
+chunked('HDEL', KEYS[3], drop)
+chunked('HDEL', KEYS[4], dead)
+chunked('ZREM', KEYS[5], writes)
+chunked('HDEL', KEYS[6], writes)
+return #drop
+"""
+)
+
+
+def _sync_unsupported(method: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"AsyncRedisSaver is async-only: call a{method}() (graph.ainvoke / astream / "
+        f"aget_state) instead of {method}()"
+    )
+
+
+def _json_roundtrip(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value, default=str, option=_JSON_OPTS))
+
+
+class AsyncRedisSaver(BaseCheckpointSaver[str]):
+    """LangGraph checkpointer on plain Redis (6.2+), async only.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` that returns bytes (``decode_responses=False``).
+        prefix: Start of every key; must not contain ``{`` or ``}``.
+        serde: Serializer for checkpoints, channel values and writes; LangGraph's
+            ``JsonPlusSerializer`` by default.
+
+    Example:
+        ```python
+        async with AsyncRedisSaver.from_conn_string("redis://localhost:6379/0") as saver:
+            graph = builder.compile(checkpointer=saver)
+            await graph.ainvoke(inputs, {"configurable": {"thread_id": "t-1"}})
+        ```
+    """
+
+    def __init__(
+        self,
+        client: aredis.Redis,
+        *,
+        prefix: str = "il:",
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.client = client
+        self.prefix = check_prefix(prefix)
+        self._key_head = f"{prefix}cp:{{"
+        self._keys_cache: dict[str, ThreadKeys] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def from_conn_string(cls, url: str, *, prefix: str = "il:") -> AsyncIterator[AsyncRedisSaver]:
+        """Yield a saver on its own client for ``url``; the client is closed on exit."""
+        client = make_client(url)
+        try:
+            yield cls(client, prefix=prefix)
+        finally:
+            await client.aclose()
+
+    # --- keys and scripts ---------------------------------------------------------------
+
+    def thread_keys(self, thread_id: str) -> ThreadKeys:
+        """The keys of ``thread_id``, all carrying the hash tag ``{thread_id}``."""
+        keys = self._keys_cache.get(thread_id)
+        if keys is None:
+            if len(self._keys_cache) >= 4096:
+                self._keys_cache.clear()
+            base = f"{self._key_head}{thread_id}}}:".encode()
+            keys = ThreadKeys(*(base + s for s in (b"i", b"c", b"r", b"b", b"x", b"w")))
+            self._keys_cache[thread_id] = keys
+        return keys
+
+    async def _eval(self, script: _Lua, keys: Sequence[bytes | str], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            await self.client.script_load(script.source)
+            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+
+    def _fence(self, configurable: dict[str, Any], thread_id: str) -> tuple[str, str] | None:
+        fence = configurable.get(FENCE_CONFIG_KEY)
+        if fence is None:
+            return None
+        key, expected = fence
+        if hash_tag(key) != hash_tag(f"{self._key_head}{thread_id}}}"):
+            raise ValueError(f"fence key {key!r} must carry the hash tag {{{thread_id}}} of its thread")
+        return key, expected
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint and the blobs of its changed channels in one script.
+
+        Raises:
+            FencedOut: the config carries a fence that no longer holds; nothing was written.
+        """
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        checkpoint_id = checkpoint["id"]
+        keys = self.thread_keys(thread_id)
+        dumps = self.serde.dumps_typed
+
+        doc: dict[str, Any] = checkpoint.copy()  # type: ignore[assignment]
+        values: dict[str, Any] = doc.pop("channel_values")
+        md = get_serializable_checkpoint_metadata(config, metadata)
+        type_, data = dumps(doc)
+        record = b"\0".join(
+            (
+                (configurable.get("checkpoint_id") or "").encode(),
+                str(md.get("run_id") or "").encode(),
+                orjson.dumps(md, default=str, option=_JSON_OPTS),
+                type_.encode(),
+                data,
+            )
+        )
+        refs = "\1".join([f"{ch}\0{ver}" for ch, ver in checkpoint["channel_versions"].items()]).encode()
+        ns_b = ns.encode() + b"\0"
+        args: list[bytes | str] = ["", ns_b + checkpoint_id.encode(), record, refs]
+        for ch, ver in new_versions.items():
+            args.append(ns_b + f"{ch}\0{ver}".encode())
+            if ch in values:
+                type_, data = dumps(values[ch])
+                args.append(type_.encode() + b"\0" + data)
+            else:
+                args.append(b"")
+
+        fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
+        if fence is None:
+            ok = await self._eval(_PUT, keys[:4], args)
+        else:
+            args[0] = fence[1]
+            ok = await self._eval(_PUT, (*keys[:4], fence[0]), args)
+        if not ok:
+            raise self._fenced_out(fence, thread_id)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes in one script.
+
+        A regular write never replaces an existing ``(task_id, idx)``; special writes
+        (``ERROR``, ``INTERRUPT``, … with negative indexes) do.
+
+        Raises:
+            FencedOut: the config carries a fence that no longer holds; nothing was written.
+        """
+        if not writes:
+            return
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        checkpoint_id: str = configurable["checkpoint_id"]
+        keys = self.thread_keys(thread_id)
+        dumps = self.serde.dumps_typed
+
+        field_head = f"{ns}\0{checkpoint_id}\0{task_id}\0"
+        args: list[bytes | str] = [""]
+        for idx, (channel, value) in enumerate(writes):
+            special = WRITES_IDX_MAP.get(channel)
+            i = idx if special is None else special
+            type_, data = dumps(value)
+            args.append(f"{field_head}{i}".encode())
+            args.append(f"{task_id}\0{i}\0{task_path}\0{channel}\0{type_}\0".encode() + data)
+            args.append(b"0" if special is None else b"1")
+
+        fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
+        if fence is None:
+            ok = await self._eval(_PUT_WRITES, keys[4:], args)
+        else:
+            args[0] = fence[1]
+            ok = await self._eval(_PUT_WRITES, (*keys[4:], fence[0]), args)
+        if not ok:
+            raise self._fenced_out(fence, thread_id)
+
+    def _fenced_out(self, fence: tuple[str, str] | None, thread_id: str) -> FencedOut:
+        key, expected = fence or ("", "")
+        return FencedOut(
+            f"fence {key!r} no longer holds {expected!r}: another worker owns thread "
+            f"{thread_id!r}; nothing was written",
+            fence_key=key,
+            expected=expected,
+            thread_id=thread_id,
+        )
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Load one checkpoint (the latest of its namespace without ``checkpoint_id``)
+        with its channel values and pending writes, in one script."""
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        checkpoint_id: str | None = configurable.get("checkpoint_id")
+        args = ("ids", f"{ns}\0{checkpoint_id}") if checkpoint_id else ("latest", ns)
+        found = await self._eval(_LOAD, self.thread_keys(thread_id), args)
+        return self._to_tuple(thread_id, found[0]) if found else None
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Yield checkpoints newest first (by checkpoint id), thread by thread.
+
+        Args:
+            config: Restricts to its ``thread_id`` (else every thread, found by SCAN),
+                ``checkpoint_ns`` (else every namespace) and ``checkpoint_id`` when present.
+            filter: Metadata keys that must equal these values (compared as JSON).
+            before: Only checkpoints with an id lower than this config's ``checkpoint_id``.
+            limit: At most this many checkpoints.
+        """
+        if limit is not None and limit <= 0:
+            return
+        configurable: dict[str, Any] = config["configurable"] if config else {}
+        ns: str | None = configurable.get("checkpoint_ns")
+        only_id: str | None = configurable.get("checkpoint_id")
+        before_id = get_checkpoint_id(before) if before else None
+        wanted = _json_roundtrip(filter) if filter else None
+        thread_id: str | None = configurable.get("thread_id")
+        threads = [thread_id] if thread_id is not None else [t async for t in self._threads()]
+        remaining = limit
+        for thread in threads:
+            keys = self.thread_keys(thread)
+            fields = await self._candidates(keys, ns, only_id, before_id, wanted, remaining)
+            for start in range(0, len(fields), _BATCH):
+                batch = fields[start : start + _BATCH]
+                if wanted is not None:
+                    records = cast(list[bytes | None], await self.client.hmget(keys.records, batch))
+                    batch = [
+                        f
+                        for f, rec in zip(batch, records, strict=True)
+                        if rec is not None and _matches(rec, wanted)
+                    ]
+                    if not batch:
+                        continue
+                for entry in await self._eval(_LOAD, keys, ("ids", *batch)):
+                    yield self._to_tuple(thread, entry)
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining <= 0:
+                            return
+
+    async def _candidates(
+        self,
+        keys: ThreadKeys,
+        ns: str | None,
+        only_id: str | None,
+        before_id: str | None,
+        wanted: Any,
+        limit: int | None,
+    ) -> list[bytes]:
+        """Index members (``ns\\0id``) of one thread that pass the id filters, newest first."""
+        if ns is not None:
+            pre = ns.encode() + b"\0"
+            if only_id is not None:
+                if before_id is not None and only_id >= before_id:
+                    return []
+                return [pre + only_id.encode()]
+            high = b"(" + pre + before_id.encode() if before_id else b"(" + ns.encode() + b"\1"
+            if limit is not None and wanted is None:
+                members = await self.client.zrevrangebylex(keys.ids, high, b"[" + pre, start=0, num=limit)
+            else:
+                members = await self.client.zrevrangebylex(keys.ids, high, b"[" + pre)
+            return cast(list[bytes], members)
+        every = cast(list[bytes], await self.client.zrange(keys.ids, 0, -1))
+        parsed = [(m.partition(b"\0")[2], m) for m in every]
+        only = only_id.encode() if only_id is not None else None
+        before_b = before_id.encode() if before_id is not None else None
+        parsed = [
+            (cid, m)
+            for cid, m in parsed
+            if (only is None or cid == only) and (before_b is None or cid < before_b)
+        ]
+        parsed.sort(reverse=True)
+        return [m for _, m in parsed]
+
+    async def _threads(self) -> AsyncIterator[str]:
+        """Every thread id with at least one checkpoint (SCAN; no global registry)."""
+        head, tail = self._key_head.encode(), b"}:i"
+        seen: set[bytes] = set()
+        async for key in self.client.scan_iter(
+            match=escape_glob(self._key_head) + "*}:i", count=1000, _type="zset"
+        ):
+            if key.startswith(head) and key.endswith(tail) and key not in seen:
+                seen.add(key)
+                yield key[len(head) : -len(tail)].decode()
+
+    def _to_tuple(self, thread_id: str, entry: list[Any]) -> CheckpointTuple:
+        field, record, refs, blobs, writes = entry
+        ns_b, _, checkpoint_id_b = field.partition(b"\0")
+        ns, checkpoint_id = ns_b.decode(), checkpoint_id_b.decode()
+        parent, _run_id, md, type_, data = record.split(b"\0", 4)
+        loads = self.serde.loads_typed
+        checkpoint = loads((type_.decode(), data))
+        values: dict[str, Any] = {}
+        if refs:
+            for ref, blob in zip(refs.split(b"\1"), blobs, strict=True):
+                if blob:  # None: missing, b"": the channel had no value
+                    blob_type, _, blob_data = blob.partition(b"\0")
+                    values[ref.partition(b"\0")[0].decode()] = loads((blob_type.decode(), blob_data))
+        checkpoint["channel_values"] = values
+        pending: list[tuple[tuple[str, str, int], PendingWrite]] = []
+        for raw in writes:
+            if raw is None:
+                continue
+            task_id_b, idx, path, channel, w_type, w_data = raw.split(b"\0", 5)
+            task_id = task_id_b.decode()
+            pending.append(
+                (
+                    (path.decode(), task_id, int(idx)),
+                    (task_id, channel.decode(), loads((w_type.decode(), w_data))),
+                )
+            )
+        pending.sort(key=lambda p: p[0])
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,
+            metadata=orjson.loads(md),
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent.decode(),
+                    }
+                }
+                if parent
+                else None
+            ),
+            pending_writes=[w for _, w in pending],
+        )
+
+    # --- maintenance ----------------------------------------------------------------------
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, blob and write of a thread (one ``DEL``)."""
+        await self.client.delete(*self.thread_keys(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) whose metadata ``run_id`` is listed.
+
+        Scans every thread; one script per thread, atomic per thread.
+        """
+        if not run_ids:
+            return
+        async for thread_id in self._threads():
+            await self._eval(_DROP, self.thread_keys(thread_id), ("runs", *run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, blob and write of one thread into another.
+
+        Checkpoints already on the target are kept unless the source has the same id.
+        """
+        src = self.thread_keys(source_thread_id)
+        dst = self.thread_keys(target_thread_id)
+        read = self.client.pipeline(transaction=True)
+        read.zrange(src.ids, 0, -1)
+        read.hgetall(src.records)
+        read.hgetall(src.refs)
+        read.hgetall(src.blobs)
+        read.zrange(src.write_ids, 0, -1)
+        read.hgetall(src.writes)
+        index, records, refs, blobs, write_ids, writes = await read.execute()
+        if not index:
+            return
+        write = self.client.pipeline(transaction=True)
+        write.zadd(dst.ids, dict.fromkeys(index, 0))
+        write.hset(dst.records, mapping=records)
+        write.hset(dst.refs, mapping=refs)
+        if blobs:
+            write.hset(dst.blobs, mapping=blobs)
+        if write_ids:
+            write.zadd(dst.write_ids, dict.fromkeys(write_ids, 0))
+            write.hset(dst.writes, mapping=writes)
+        await write.execute()
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep only the latest checkpoint per namespace (``"keep_latest"``), or delete
+        the threads (``"delete"``).
+
+        ``"keep_latest"`` drops ancestors: not for graphs that use ``DeltaChannel``.
+        """
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use keep_latest or delete")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                await self.adelete_thread(thread_id)
+            else:
+                await self._eval(_DROP, self.thread_keys(thread_id), ("latest",))
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """``<32-digit counter>.<random>``: increasing, and unique across forks of a thread,
+        so a blob written for one branch is never overwritten by another."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    # --- the sync API is not offered -----------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Not supported: use :meth:`aget_tuple`."""
+        raise _sync_unsupported("get_tuple")
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Not supported: use :meth:`alist`."""
+        raise _sync_unsupported("list")
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Not supported: use :meth:`aput`."""
+        raise _sync_unsupported("put")
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Not supported: use :meth:`aput_writes`."""
+        raise _sync_unsupported("put_writes")
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Not supported: use :meth:`adelete_thread`."""
+        raise _sync_unsupported("delete_thread")
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Not supported: use :meth:`adelete_for_runs`."""
+        raise _sync_unsupported("delete_for_runs")
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Not supported: use :meth:`acopy_thread`."""
+        raise _sync_unsupported("copy_thread")
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Not supported: use :meth:`aprune`."""
+        raise _sync_unsupported("prune")
+
+
+def _matches(record: bytes, wanted: dict[str, Any]) -> bool:
+    """Whether a stored record's metadata has every key/value of ``wanted``."""
+    md = orjson.loads(record.split(b"\0", 3)[2])
+    return all(md.get(k) == v for k, v in wanted.items())
