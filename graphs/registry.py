@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from langgraph.graph import StateGraph
@@ -41,7 +43,7 @@ class GraphEntry:
     description: str | None = None
 
 
-def _load_target(spec: str, base_dir: Path | None) -> Any:
+def _load_target(spec: str, base_dir: Path | None) -> tuple[Any, ModuleType]:
     if ":" not in spec:
         raise ConfigurationError(f"graph '{spec}' must look like 'path/to/file.py:name' or 'module:name'")
     location, _, attr = spec.rpartition(":")
@@ -60,14 +62,21 @@ def _load_target(spec: str, base_dir: Path | None) -> Any:
     else:
         module = importlib.import_module(location)
     try:
-        return getattr(module, attr)
+        return getattr(module, attr), module
     except AttributeError:
         raise ConfigurationError(f"'{location}' has no attribute '{attr}' (from '{spec}')") from None
 
 
+def _summary(module: ModuleType) -> str | None:
+    """First paragraph of the module's docstring: what the graph is for."""
+    doc = inspect.getdoc(module)
+    return doc.split("\n\n", 1)[0].strip() if doc else None
+
+
 def load_graph(graph_id: str, spec: str, base_dir: Path | None = None) -> GraphEntry:
     """Import ``spec`` and return it as a registry entry."""
-    target = _load_target(spec, base_dir)
+    target, module = _load_target(spec, base_dir)
+    description = _summary(module)
     if callable(target) and not isinstance(target, StateGraph | CompiledStateGraph):
         target = target()
     if isinstance(target, CompiledStateGraph):
@@ -75,9 +84,9 @@ def load_graph(graph_id: str, spec: str, base_dir: Path | None = None) -> GraphE
             "interrupt_before": target.interrupt_before_nodes or None,
             "interrupt_after": target.interrupt_after_nodes or None,
         }
-        return GraphEntry(graph_id, target.builder, spec, {k: v for k, v in kwargs.items() if v})
+        return GraphEntry(graph_id, target.builder, spec, {k: v for k, v in kwargs.items() if v}, description)
     if isinstance(target, StateGraph):
-        return GraphEntry(graph_id, target, spec, description=(target.__doc__ or None))
+        return GraphEntry(graph_id, target, spec, description=description)
     raise ConfigurationError(
         f"graph '{graph_id}' ({spec}) is a {type(target).__name__}, not a StateGraph or compiled graph"
     )

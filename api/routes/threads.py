@@ -121,7 +121,7 @@ async def _state(engine: Engine, thread_id: str, checkpoint_id: str | None) -> d
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
     snapshot = await graph.aget_state({"configurable": configurable})
-    if checkpoint_id and snapshot.config is None:
+    if checkpoint_id and snapshot.created_at is None:
         raise NotFound(f"checkpoint {checkpoint_id} not found on thread {thread_id}")
     return state_view(snapshot) if snapshot.config else _empty_state(thread_id)
 

@@ -18,10 +18,11 @@ for a person through ``interrupt()``. Customer data comes from a small demo CRM
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
 
 from agents.approval import ApprovalRequest, request_approval
 from agents.context import Context

@@ -1,0 +1,169 @@
+"""Bad input gets a clear JSON error with the right status, and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from langgraph_sdk.client import LangGraphClient
+
+from tests.service import ServiceProcess
+
+
+@pytest.fixture
+async def http(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service.url) as c:
+        yield c
+
+
+def _error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "detail"}
+    assert body["detail"]
+    return str(body["detail"])
+
+
+async def test_ok_and_info(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/ok")).json() == {"ok": True}
+    info = (await http.get("/info")).json()
+    assert "support_triage" in info["graphs"]
+
+
+async def test_unknown_assistant_is_404_and_creates_no_run(
+    http: httpx.AsyncClient, client: LangGraphClient
+) -> None:
+    thread = await client.threads.create()
+    r = await http.post(
+        f"/threads/{thread['thread_id']}/runs/wait",
+        json={"assistant_id": "no_such_graph", "input": {"ticket": "x", "customer_id": "c-001"}},
+    )
+    assert "no_such_graph" in _error(r, 404)
+    assert await client.runs.list(thread["thread_id"]) == []
+
+
+async def test_unknown_thread_is_404(http: httpx.AsyncClient) -> None:
+    missing = str(uuid.uuid4())
+    for response in (
+        await http.get(f"/threads/{missing}"),
+        await http.get(f"/threads/{missing}/state"),
+        await http.get(f"/threads/{missing}/history"),
+        await http.post(
+            f"/threads/{missing}/runs/wait",
+            json={"assistant_id": "support_triage", "input": {"ticket": "x", "customer_id": "c-001"}},
+        ),
+    ):
+        assert missing in _error(response, 404)
+
+
+async def test_run_on_missing_thread_with_if_not_exists_create(client: LangGraphClient) -> None:
+    tid = str(uuid.uuid4())
+    result = await client.runs.wait(
+        tid,
+        "support_triage",
+        input={"ticket": "refund o-10028", "customer_id": "c-001"},
+        if_not_exists="create",
+    )
+    assert isinstance(result, dict)
+    assert result["refund"]["status"] == "issued"
+    assert (await client.threads.get(tid))["metadata"]["graph_id"] == "support_triage"
+
+
+async def test_malformed_bodies_are_422(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    url = f"/threads/{thread['thread_id']}/runs/wait"
+    broken = await http.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert "not valid JSON" in _error(broken, 422)
+    missing_field = await http.post(url, json={"assistant_id": "support_triage", "input": {"ticket": "x"}})
+    assert "customer_id" in _error(missing_field, 422)
+    wrong_type = await http.post(
+        url, json={"assistant_id": "support_triage", "input": {"ticket": 5, "customer_id": "c"}}
+    )
+    assert "ticket" in _error(wrong_type, 422)
+    both = await http.post(
+        url,
+        json={
+            "assistant_id": "support_triage",
+            "input": {"ticket": "x", "customer_id": "c"},
+            "command": {"resume": 1},
+        },
+    )
+    assert "either" in _error(both, 422)
+    neither = await http.post(url, json={"assistant_id": "support_triage"})
+    assert "input" in _error(neither, 422)
+    bad_mode = await http.post(
+        url,
+        json={
+            "assistant_id": "support_triage",
+            "input": {"ticket": "x", "customer_id": "c"},
+            "stream_mode": "nope",
+        },
+    )
+    assert "stream_mode" in _error(bad_mode, 422)
+    assert await client.runs.list(thread["thread_id"]) == []
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+
+
+async def test_resume_with_nothing_pending_is_409(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    r = await http.post(
+        f"/threads/{thread['thread_id']}/runs/wait",
+        json={"assistant_id": "support_triage", "command": {"resume": {"decision": "approve"}}},
+    )
+    assert "no pending interrupt" in _error(r, 409)
+    assert await client.runs.list(thread["thread_id"]) == []
+
+
+async def test_resume_of_an_unknown_interrupt_id_is_409(
+    http: httpx.AsyncClient, client: LangGraphClient
+) -> None:
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    first = await client.runs.wait(
+        tid, "support_triage", input={"ticket": "refund o-10063", "customer_id": "c-001"}
+    )
+    assert isinstance(first, dict)
+    pending_id = first["__interrupt__"][0]["id"]
+    r = await http.post(
+        f"/threads/{tid}/runs/wait",
+        json={
+            "assistant_id": "support_triage",
+            "command": {"resume": {pending_id: {"decision": "approve"}, "0" * 32: {"decision": "approve"}}},
+        },
+    )
+    assert "0" * 32 in _error(r, 409)
+    assert len(await client.runs.list(tid)) == 1
+    # The right id, as a map, resumes it.
+    final = await client.runs.wait(
+        tid, "support_triage", command={"resume": {pending_id: {"decision": "approve"}}}
+    )
+    assert isinstance(final, dict)
+    assert final["refund"]["status"] == "issued"
+
+
+async def test_thread_create_conflict_and_bad_id(http: httpx.AsyncClient) -> None:
+    tid = str(uuid.uuid4())
+    assert (await http.post("/threads", json={"thread_id": tid})).status_code == 200
+    assert tid in _error(await http.post("/threads", json={"thread_id": tid}), 409)
+    same = await http.post("/threads", json={"thread_id": tid, "if_exists": "do_nothing"})
+    assert same.status_code == 200 and same.json()["thread_id"] == tid
+    assert "UUID" in _error(await http.post("/threads", json={"thread_id": "not-a-uuid"}), 422)
+
+
+async def test_oversized_body_is_413(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    big = {"assistant_id": "support_triage", "input": {"ticket": "x" * 2_000_000, "customer_id": "c-001"}}
+    r = await http.post(f"/threads/{thread['thread_id']}/runs/wait", json=big)
+    assert "larger than" in _error(r, 413)
+    assert await client.runs.list(thread["thread_id"]) == []
+
+
+async def test_unknown_checkpoint_is_404(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    await client.runs.wait(tid, "support_triage", input={"ticket": "refund o-10028", "customer_id": "c-001"})
+    r = await http.get(f"/threads/{tid}/state/{uuid.uuid4()}")
+    _error(r, 404)
