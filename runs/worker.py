@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from langgraph.types import Command
@@ -78,6 +79,18 @@ def _interrupts(snapshot: Any) -> dict[str, list[dict[str, Any]]]:
         if task.interrupts:
             found[task.id] = [{"value": i.value, "id": i.id} for i in task.interrupts]
     return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, ready to be recorded."""
+
+    run_status: RunStatus
+    thread_status: ThreadStatus
+    values: Any
+    interrupts: dict[str, list[dict[str, Any]]]
+    end: dict[str, Any]
+    error: Exception | None = None
 
 
 class Worker:
@@ -144,7 +157,11 @@ class Worker:
             log.exception("run %s could not be recorded", item.run_id)
 
     async def execute(self, item: QueuedRun) -> None:
-        """Execute one run to its end (success, error or interrupt) and record it."""
+        """Execute one run to its end (success, error or interrupt) and record it.
+
+        The run's span ends before the outcome is recorded, so whoever sees the run
+        finished can also find its whole trace.
+        """
         payload = RunPayload.model_validate(item.payload)
         thread_id, run_id = item.thread_id, item.run_id
         parent = propagate.extract(payload.trace_context) if payload.trace_context else None
@@ -168,51 +185,51 @@ class Worker:
                 thread_id, run_id, ("metadata", jsonutil.dumps({"run_id": run_id, "attempt": 1}))
             )
             sink = EventSink(self.store, thread_id, run_id)
-            graph = self.graphs.get(payload.graph_id)
-            config = self._config(payload, thread_id, run_id)
-            run_status: RunStatus
-            thread_status: ThreadStatus
-            values: Any = None
-            interrupts: dict[str, list[dict[str, Any]]] = {}
-            end: dict[str, Any]
             try:
-                if graph is None:
-                    raise LookupError(f"graph '{payload.graph_id}' is not registered on worker {self.name}")
-                await self._stream(graph, payload, config, sink)
-                snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-                values = snapshot.values
-                interrupts = _interrupts(snapshot)
-                run_status = thread_status = "interrupted" if interrupts else "success"
-                if run_status == "success":
-                    thread_status = "idle"
-                end = {"status": run_status, "values": values}
-                if interrupts:
-                    end["interrupts"] = [i for group in interrupts.values() for i in group]
+                outcome = await self._run_graph(payload, thread_id, run_id, sink)
             except asyncio.CancelledError:
                 await sink.close()
                 raise
-            except Exception as exc:
-                log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                error = {"error": type(exc).__name__, "message": str(exc)}
-                sink.emit("error", error)
-                run_status, thread_status = "error", "error"
-                end = {"status": "error", "error": error}
-                with contextlib.suppress(Exception):
-                    values = (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values  # type: ignore[union-attr]
+            if outcome.error is not None:
+                span.record_exception(outcome.error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(outcome.error).__name__}: {outcome.error}"))
+                sink.emit("error", outcome.end["error"])
             await sink.close()
-            span.set_attribute("interlock.run.status", run_status)
-            await self.store.finish_run(
-                thread_id=thread_id,
-                run_id=run_id,
-                message_id=item.message_id,
-                run_status=run_status,
-                thread_status=thread_status,
-                values=values,
-                interrupts=interrupts,
-                end=end,
-            )
+            span.set_attribute("interlock.run.status", outcome.run_status)
+        await self.store.finish_run(
+            thread_id=thread_id,
+            run_id=run_id,
+            message_id=item.message_id,
+            run_status=outcome.run_status,
+            thread_status=outcome.thread_status,
+            values=outcome.values,
+            interrupts=outcome.interrupts,
+            end=outcome.end,
+        )
+
+    async def _run_graph(self, payload: RunPayload, thread_id: str, run_id: str, sink: EventSink) -> Outcome:
+        graph = self.graphs.get(payload.graph_id)
+        thread_config: Any = {"configurable": {"thread_id": thread_id}}
+        try:
+            if graph is None:
+                raise LookupError(f"graph '{payload.graph_id}' is not registered on worker {self.name}")
+            await self._stream(graph, payload, self._config(payload, thread_id, run_id), sink)
+            snapshot = await graph.aget_state(thread_config)
+        except Exception as exc:
+            log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            values = None
+            if graph is not None:
+                with contextlib.suppress(Exception):
+                    values = (await graph.aget_state(thread_config)).values
+            error = {"error": type(exc).__name__, "message": str(exc)}
+            return Outcome("error", "error", values, {}, {"status": "error", "error": error}, exc)
+        interrupts = _interrupts(snapshot)
+        if interrupts:
+            flat = [i for group in interrupts.values() for i in group]
+            end = {"status": "interrupted", "values": snapshot.values, "interrupts": flat}
+            return Outcome("interrupted", "interrupted", snapshot.values, interrupts, end)
+        end = {"status": "success", "values": snapshot.values}
+        return Outcome("success", "idle", snapshot.values, {}, end)
 
     def _config(self, payload: RunPayload, thread_id: str, run_id: str) -> dict[str, Any]:
         config = dict(payload.config)

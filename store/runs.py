@@ -24,6 +24,8 @@ RunStatus = Literal["pending", "running", "success", "error", "timeout", "interr
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 
+TERMINAL_STATUSES = frozenset({"success", "error", "timeout", "interrupted"})
+
 END_EVENT = "__end__"
 """Control event that closes a run's event stream; never forwarded to SSE clients."""
 
@@ -285,6 +287,26 @@ class RunStore:
         if not reply:
             return []
         return [(mid.decode(), f[b"e"].decode(), f[b"d"]) for mid, f in reply[0][1]]
+
+    async def wait_for_end(self, thread_id: str, run_id: str, *, block_ms: int = 5_000) -> dict[str, Any] | None:
+        """Block until the run's end event; return it (``status``, ``values``/``error``…).
+
+        None when the run does not exist. A run that ended so long ago that its events
+        expired returns ``{"status": …, "expired": True}``.
+        """
+        last = "0-0"
+        while True:
+            batch = await self.read_events(thread_id, run_id, last, block_ms=block_ms)
+            for event_id, name, data in batch:
+                last = event_id
+                if name == END_EVENT:
+                    return dict(jsonutil.loads(data))
+            if not batch:
+                run = await self.get_run(thread_id, run_id)
+                if run is None:
+                    return None
+                if run["status"] in TERMINAL_STATUSES:
+                    return {"status": run["status"], "expired": True}
 
     # queue
 

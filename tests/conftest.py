@@ -12,6 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aredis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.redis import EmbeddedRedis, free_port, make_client, remove_dir, scratch_dir
 
@@ -45,3 +49,20 @@ async def redis_client(redis_url: str) -> AsyncIterator[aredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def _span_exporter() -> InMemorySpanExporter:
+    """The process-wide tracer provider (settable once per process), exporting to memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.fixture
+def spans(_span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    """Spans finished during this test."""
+    _span_exporter.clear()
+    return _span_exporter

@@ -22,16 +22,13 @@ from api.responses import JSONResponse
 from api.routes.assistants import resolve_assistant
 from api.routes.threads import require_thread
 from api.schemas import RunCreate, iso
-from core import jsonutil
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
 from runs.engine import Engine
 from runs.payload import RunPayload, StreamMode
-from store.runs import END_EVENT
+from store.runs import END_EVENT, TERMINAL_STATUSES
 
 router = APIRouter(tags=["runs"])
-
-TERMINAL = frozenset({"success", "error", "timeout", "interrupted"})
 
 HEARTBEAT_MS = 5_000
 """Idle streams get a ``: heartbeat`` comment this often, so proxies keep them open."""
@@ -148,7 +145,7 @@ async def _sse(engine: Engine, thread_id: str, run_id: str, after: str) -> Async
         batch = await engine.store.read_events(thread_id, run_id, last, block_ms=HEARTBEAT_MS)
         if not batch:
             run = await engine.store.get_run(thread_id, run_id)
-            if run is None or run["status"] in TERMINAL:
+            if run is None or run["status"] in TERMINAL_STATUSES:
                 return  # deleted, or ended and its events expired
             yield b": heartbeat\n\n"
             continue
@@ -161,26 +158,18 @@ async def _sse(engine: Engine, thread_id: str, run_id: str, after: str) -> Async
 
 async def _outcome(engine: Engine, thread_id: str, run_id: str) -> Any:
     """Block until the run ends; the body ``/wait`` and ``/join`` return."""
-    last = "0-0"
-    while True:
-        batch = await engine.store.read_events(thread_id, run_id, last, block_ms=HEARTBEAT_MS)
-        for event_id, name, data in batch:
-            last = event_id
-            if name == END_EVENT:
-                end = jsonutil.loads(data)
-                if end["status"] == "error":
-                    return {"__error__": end["error"]}
-                values = end.get("values")
-                if end.get("interrupts") and isinstance(values, dict):
-                    values = {**values, "__interrupt__": end["interrupts"]}
-                return values
-        if not batch:
-            run = await engine.store.get_run(thread_id, run_id)
-            if run is None:
-                raise NotFound(f"run {run_id} not found on thread {thread_id}")
-            if run["status"] in TERMINAL:  # ended long ago; its events expired
-                thread = await engine.store.get_thread(thread_id)
-                return thread["values"] if thread else None
+    end = await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
+    if end is None:
+        raise NotFound(f"run {run_id} not found on thread {thread_id}")
+    if end["status"] == "error" and "error" in end:
+        return {"__error__": end["error"]}
+    if end.get("expired"):
+        thread = await engine.store.get_thread(thread_id)
+        return thread["values"] if thread else None
+    values = end.get("values")
+    if end.get("interrupts") and isinstance(values, dict):
+        values = {**values, "__interrupt__": end["interrupts"]}
+    return values
 
 
 def _stream_response(engine: Engine, thread_id: str, run_id: str, after: str) -> StreamingResponse:
