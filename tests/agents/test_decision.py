@@ -201,9 +201,7 @@ async def test_error_that_retrying_cannot_fix_stops_early(llm: LLMClient, fake: 
     assert decision.errors == ["http 401"]
 
 
-async def test_total_time_is_bounded_by_attempts_times_timeout(
-    llm: LLMClient, fake: FakeOpenAI
-) -> None:
+async def test_total_time_is_bounded_by_attempts_times_timeout(llm: LLMClient, fake: FakeOpenAI) -> None:
     spec = SPEC.model_copy(update={"max_attempts": 2, "timeout_s": 0.2})
     fake.script([{"kind": "delay", "seconds": 2.0}] * 2)
 

@@ -132,9 +132,7 @@ def _completion(
     finish_reason: str = "stop",
     refusal: str | None = None,
 ) -> dict[str, Any]:
-    prompt = " ".join(
-        _text_of(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict)
-    )
+    prompt = " ".join(_text_of(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict))
     completion_tokens = _count_tokens(content or refusal or "")
     choice: dict[str, Any] = {
         "index": 0,
