@@ -100,11 +100,20 @@ class ThreadKeys(NamedTuple):
 class _Lua:
     """A Lua script called by SHA; loaded on first ``NOSCRIPT`` (e.g. after a restart)."""
 
-    __slots__ = ("sha", "source")
+    __slots__ = ("_head", "sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
+
+    def call(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
+        """The RESP encoding of ``EVALSHA sha len(keys) *keys *args``."""
+        n = str(len(keys)).encode()
+        parts = [b"*%d\r\n" % (len(keys) + len(args) + 3), self._head, b"$%d\r\n%s\r\n" % (len(n), n)]
+        for part in (*keys, *args):
+            parts += (b"$%d\r\n" % len(part), part, b"\r\n")
+        return b"".join(parts)
 
 
 # Splits a refs value (channel\0version\1…) into blob fields of namespace prefix `pre`.
@@ -284,6 +293,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         self.prefix = check_prefix(prefix)
         self._key_head = f"{prefix}cp:{{"
         self._keys_cache: dict[str, ThreadKeys] = {}
+        self._pool: aredis.ConnectionPool | None = (
+            None if client.single_connection_client else client.connection_pool
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -308,22 +320,44 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             self._keys_cache[thread_id] = keys
         return keys
 
-    async def _eval(self, script: _Lua, keys: Sequence[bytes | str], args: Sequence[Any]) -> Any:
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+    async def _eval(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """``EVALSHA`` in one round trip; loads the script if the server lacks it."""
         try:
-            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+            return await self._evalsha(script, keys, args)
         except NoScriptError:
             await self.client.script_load(script.source)
-            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+            return await self._evalsha(script, keys, args)
 
-    def _fence(self, configurable: dict[str, Any], thread_id: str) -> tuple[str, str] | None:
+    async def _evalsha(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """Send ``EVALSHA`` on a pooled connection and read its reply.
+
+        The path redis-py's own pipelines take: it skips ``execute_command``'s per-call
+        wrapper (retry closure, metrics hooks, argument encoding), about 25 µs of the 85 µs
+        a call costs. A failed send or read closes the connection (redis-py does that),
+        so it never returns to the pool with an unread reply.
+        """
+        pool = self._pool
+        if pool is None:  # single-connection client: let redis-py serialise access
+            return await self.client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(script.call(keys, args))
+            return await conn.read_response()
+        finally:
+            await pool.release(conn)
+
+    def _fence(self, configurable: dict[str, Any], thread_id: str) -> tuple[bytes, bytes] | None:
+        """``(fence_key, expected_value)`` from the config, checked to share the thread's slot."""
         fence = configurable.get(FENCE_CONFIG_KEY)
         if fence is None:
             return None
         key, expected = fence
+        key = key.decode() if isinstance(key, bytes) else str(key)
         if hash_tag(key) != hash_tag(f"{self._key_head}{thread_id}}}"):
             raise ValueError(f"fence key {key!r} must carry the hash tag {{{thread_id}}} of its thread")
-        return key, expected
+        return key.encode(), expected if isinstance(expected, bytes) else str(expected).encode()
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -361,7 +395,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         )
         refs = "\1".join([f"{ch}\0{ver}" for ch, ver in checkpoint["channel_versions"].items()]).encode()
         ns_b = ns.encode() + b"\0"
-        args: list[bytes | str] = ["", ns_b + checkpoint_id.encode(), record, refs]
+        args = [b"", ns_b + checkpoint_id.encode(), record, refs]
         for ch, ver in new_versions.items():
             args.append(ns_b + f"{ch}\0{ver}".encode())
             if ch in values:
@@ -411,7 +445,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         dumps = self.serde.dumps_typed
 
         field_head = f"{ns}\0{checkpoint_id}\0{task_id}\0"
-        args: list[bytes | str] = [""]
+        args = [b""]
         for idx, (channel, value) in enumerate(writes):
             special = WRITES_IDX_MAP.get(channel)
             i = idx if special is None else special
@@ -429,8 +463,8 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         if not ok:
             raise self._fenced_out(fence, thread_id)
 
-    def _fenced_out(self, fence: tuple[str, str] | None, thread_id: str) -> FencedOut:
-        key, expected = fence or ("", "")
+    def _fenced_out(self, fence: tuple[bytes, bytes] | None, thread_id: str) -> FencedOut:
+        key, expected = (f.decode(errors="replace") for f in fence or (b"", b""))
         return FencedOut(
             f"fence {key!r} no longer holds {expected!r}: another worker owns thread "
             f"{thread_id!r}; nothing was written",
@@ -448,7 +482,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         thread_id: str = configurable["thread_id"]
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str | None = configurable.get("checkpoint_id")
-        args = ("ids", f"{ns}\0{checkpoint_id}") if checkpoint_id else ("latest", ns)
+        args = (b"ids", f"{ns}\0{checkpoint_id}".encode()) if checkpoint_id else (b"latest", ns.encode())
         found = await self._eval(_LOAD, self.thread_keys(thread_id), args)
         return self._to_tuple(thread_id, found[0]) if found else None
 
@@ -493,7 +527,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
                     ]
                     if not batch:
                         continue
-                for entry in await self._eval(_LOAD, keys, ("ids", *batch)):
+                for entry in await self._eval(_LOAD, keys, (b"ids", *batch)):
                     yield self._to_tuple(thread, entry)
                     if remaining is not None:
                         remaining -= 1
@@ -610,7 +644,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         if not run_ids:
             return
         async for thread_id in self._threads():
-            await self._eval(_DROP, self.thread_keys(thread_id), ("runs", *run_ids))
+            await self._eval(_DROP, self.thread_keys(thread_id), (b"runs", *[r.encode() for r in run_ids]))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, blob and write of one thread into another.
@@ -652,7 +686,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             if strategy == "delete":
                 await self.adelete_thread(thread_id)
             else:
-                await self._eval(_DROP, self.thread_keys(thread_id), ("latest",))
+                await self._eval(_DROP, self.thread_keys(thread_id), (b"latest",))
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """``<32-digit counter>.<random>``: increasing, and unique across forks of a thread,
