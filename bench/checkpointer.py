@@ -152,7 +152,7 @@ def _p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=20)[-1]
 
 
-async def run(runs: int, rounds: int, durabilities: list[Durability], out: Path) -> str:
+async def run(runs: int, rounds: int, durabilities: list[Durability]) -> str:
     async with redis_url() as (url, how):
         ours_client = make_client(url)
         plain_client = make_client(url)
@@ -182,17 +182,20 @@ async def run(runs: int, rounds: int, durabilities: list[Durability], out: Path)
             for v in variants:
                 if v.saver is not None and not isinstance(v.saver, InMemorySaver):
                     await measure_counts(v, probe)
-            report = render(variants, durabilities, runs=per_round * rounds, how=how,
-                            version=str(info["redis_version"]),
-                            appendfsync=str(persistence.get("appendfsync")))
+            report = render(
+                variants,
+                durabilities,
+                runs=per_round * rounds,
+                how=how,
+                version=str(info["redis_version"]),
+                appendfsync=str(persistence.get("appendfsync")),
+            )
         finally:
             for client in (probe, ours_client, plain_client):
                 with contextlib.suppress(Exception):
                     async for key in client.scan_iter(match=prefix + "*", count=1000):
                         await client.delete(key)
                 await client.aclose()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
     return report
 
 
@@ -209,8 +212,7 @@ def render(
         "# Checkpointer benchmark",
         "",
         f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {os.cpu_count()} cores, {platform.platform()}, "
-        f"Python {platform.python_version()}",
+        f"- Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
         f"- Redis {version}: {how}, appendfsync {appendfsync}",
         f"- Graph: {NODES}-node linear StateGraph, state ~{TEXT_BYTES} B (every node rewrites "
         "the 1 KB text field), `ainvoke` on a fresh thread per run",
@@ -226,7 +228,7 @@ def render(
         memory = next(v for v in group if isinstance(v.saver, InMemorySaver))
         plain = next(v for v in group if isinstance(v.saver, PlainRedisSaver))
         lines += [
-            f"## durability=\"{d}\"",
+            f'## durability="{d}"',
             "",
             "| variant | median ms/node | p95 ms/node | vs InMemorySaver (median) "
             "| ours / plainredis | round trips/node | server cmds/node |",
@@ -263,7 +265,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/checkpointer.md"))
     args = parser.parse_args()
     durabilities: list[Durability] = [d for d in args.durability.split(",") if d in ("async", "sync")]  # type: ignore[misc]
-    report = asyncio.run(run(args.runs, args.rounds, durabilities, args.out))
+    report = asyncio.run(run(args.runs, args.rounds, durabilities))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
     print(report)
 
 

@@ -116,8 +116,24 @@ class _Lua:
         return b"".join(parts)
 
 
-# Splits a refs value (channel\0version\1…) into blob fields of namespace prefix `pre`.
-_LUA_BLOB_FIELDS = r"""
+# Shared helpers. Lua's unpack() fails past ~8000 values, hence the 1000-value chunks.
+_LUA_HELPERS = r"""
+local function chunked(cmd, key, list)
+  for s = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
+  end
+end
+local function hmget(key, fields)
+  if #fields <= 1000 then return redis.call('HMGET', key, unpack(fields)) end
+  local out = {}
+  for s = 1, #fields, 1000 do
+    for _, v in ipairs(redis.call('HMGET', key, unpack(fields, s, math.min(s + 999, #fields)))) do
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+-- Splits a refs value (channel\0version\1…) into blob fields of namespace prefix `pre`.
 local function blob_fields(pre, refs, out)
   local n, pos = #out, 1
   while true do
@@ -139,7 +155,11 @@ if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
 redis.call('ZADD', KEYS[1], 0, ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-if #ARGV > 4 then redis.call('HSET', KEYS[4], unpack(ARGV, 5)) end
+if #ARGV > 4 then
+  if #ARGV <= 1004 then redis.call('HSET', KEYS[4], unpack(ARGV, 5)) else
+    for s = 5, #ARGV, 1000 do redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 999, #ARGV))) end
+  end
+end
 return 1
 """
 )
@@ -165,7 +185,7 @@ return 1
 # KEYS: the six thread keys.  ARGV: 'latest', ns  |  'ids', field…
 # Returns [[field, record, refs, [blob…], [write…]], …] for the checkpoints that exist.
 _LOAD = _Lua(
-    _LUA_BLOB_FIELDS
+    _LUA_HELPERS
     + r"""
 local function entry(f)
   local rec = redis.call('HGET', KEYS[2], f)
@@ -173,11 +193,11 @@ local function entry(f)
   local refs = redis.call('HGET', KEYS[3], f) or ''
   local blobs = {}
   if refs ~= '' then
-    blobs = redis.call('HMGET', KEYS[4], unpack(blob_fields(ns_prefix(f), refs, {})))
+    blobs = hmget(KEYS[4], blob_fields(ns_prefix(f), refs, {}))
   end
   local wf = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')
   local writes = {}
-  if #wf > 0 then writes = redis.call('HMGET', KEYS[6], unpack(wf)) end
+  if #wf > 0 then writes = hmget(KEYS[6], wf) end
   return {f, rec, refs, blobs, writes}
 end
 local out = {}
@@ -199,13 +219,8 @@ return out
 # Deletes the chosen checkpoints, their writes, and every blob no remaining checkpoint
 # refers to. Reads first, writes after: a Lua error must not leave half a deletion.
 _DROP = _Lua(
-    _LUA_BLOB_FIELDS
+    _LUA_HELPERS
     + r"""
-local function chunked(cmd, key, list)
-  for s = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
-  end
-end
 local drop = {}
 if ARGV[1] == 'latest' then
   local members = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -293,8 +308,11 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         self.prefix = check_prefix(prefix)
         self._key_head = f"{prefix}cp:{{"
         self._keys_cache: dict[str, ThreadKeys] = {}
+        # None for a single-connection (or cluster) client: those go through execute_command.
         self._pool: aredis.ConnectionPool | None = (
-            None if client.single_connection_client else client.connection_pool
+            None
+            if getattr(client, "single_connection_client", False)
+            else getattr(client, "connection_pool", None)
         )
 
     @classmethod

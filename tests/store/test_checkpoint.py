@@ -1,0 +1,411 @@
+"""AsyncRedisSaver against a real Redis: key layout, round trips, fencing, real graphs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypedDict
+
+import pytest
+import redis.asyncio as aredis
+import redis.asyncio.connection as aconn
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
+from langgraph.checkpoint.serde.types import ERROR
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+from redis.crc import key_slot
+
+from core.errors import Conflict
+from core.redis import make_client
+from store.checkpoint import FENCE_CONFIG_KEY, AsyncRedisSaver, FencedOut
+from store.keys import hash_tag
+
+
+class State(TypedDict):
+    text: str
+    n: int
+
+
+def linear_graph(nodes: int = 3) -> StateGraph[State]:
+    """``START -> n0 -> … -> n{nodes-1} -> END``; each node bumps ``n``, ``text`` never changes."""
+    graph = StateGraph(State)
+    prev = START
+    for i in range(nodes):
+        graph.add_node(f"n{i}", lambda s: {"n": s["n"] + 1})
+        graph.add_edge(prev, f"n{i}")
+        prev = f"n{i}"
+    graph.add_edge(prev, END)
+    return graph
+
+
+def approval_graph() -> StateGraph[State]:
+    """``START -> draft -> approve (interrupts) -> publish -> END``."""
+
+    def approve(state: State) -> dict[str, Any]:
+        decision = interrupt({"question": "publish?", "text": state["text"]})
+        return {"text": f"{state['text']} [{decision}]"}
+
+    graph = StateGraph(State)
+    graph.add_node("draft", lambda s: {"text": s["text"] + " drafted", "n": s["n"] + 1})
+    graph.add_node("approve", approve)
+    graph.add_node("publish", lambda s: {"n": s["n"] + 1})
+    graph.add_edge(START, "draft")
+    graph.add_edge("draft", "approve")
+    graph.add_edge("approve", "publish")
+    graph.add_edge("publish", END)
+    return graph
+
+
+def parent_with_subgraph() -> StateGraph[State]:
+    """``START -> before -> sub (a subgraph: START -> inner -> END) -> END``."""
+    sub = StateGraph(State)
+    sub.add_node("inner", lambda s: {"n": s["n"] + 10})
+    sub.add_edge(START, "inner")
+    sub.add_edge("inner", END)
+    graph = StateGraph(State)
+    graph.add_node("before", lambda s: {"n": s["n"] + 1})
+    graph.add_node("sub", sub.compile())
+    graph.add_edge(START, "before")
+    graph.add_edge("before", "sub")
+    graph.add_edge("sub", END)
+    return graph
+
+
+def thread_config(thread_id: str, **extra: Any) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, **extra}}
+
+
+def checkpoint(values: dict[str, Any], versions: dict[str, Any]) -> Checkpoint:
+    cp = empty_checkpoint()
+    cp["channel_values"] = values
+    cp["channel_versions"] = versions
+    return cp
+
+
+@pytest.fixture
+def saver(redis_client: aredis.Redis, key_prefix: str) -> AsyncRedisSaver:
+    return AsyncRedisSaver(redis_client, prefix=key_prefix)
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """Every request/response exchange on any redis-py asyncio connection, as sent."""
+    sent: list[bytes] = []
+    original = aconn.AbstractConnection.send_packed_command
+
+    async def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command if isinstance(command, bytes) else b"".join(command))
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(aconn.AbstractConnection, "send_packed_command", counting)
+    yield sent
+
+
+async def keys_of(client: aredis.Redis, prefix: str) -> list[str]:
+    return sorted([k.decode() async for k in client.scan_iter(match=prefix + "*", count=1000)])
+
+
+async def collect(it: AsyncIterator[Any]) -> list[Any]:
+    return [x async for x in it]
+
+
+async def test_every_key_of_a_thread_carries_its_hash_tag(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    graph = parent_with_subgraph().compile(checkpointer=saver)
+    thread_id = f"t:{uuid.uuid4()}"
+    out = await graph.ainvoke({"text": "x", "n": 0}, thread_config(thread_id))
+    assert out["n"] == 11
+    # The subgraph's checkpoints are stored too, under a child namespace of the same keys.
+    namespaces = {t.config["configurable"]["checkpoint_ns"] async for t in saver.alist(None)}
+    assert "" in namespaces and any(ns.startswith("sub:") for ns in namespaces)
+
+    keys = await keys_of(redis_client, key_prefix)
+    assert keys == sorted(
+        f"{key_prefix}cp:{{{thread_id}}}:{suffix}" for suffix in ("b", "c", "i", "r", "w", "x")
+    )
+    assert {hash_tag(k) for k in keys} == {thread_id}
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+async def test_aput_aput_writes_and_aget_tuple_are_one_round_trip_each(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, round_trips: list[bytes]
+) -> None:
+    config = thread_config("t1", checkpoint_ns="")
+    cp = checkpoint({"a": "x" * 1000, "b": 1}, {"a": "1", "b": "1"})
+    stored = await saver.aput(config, cp, {"source": "input", "step": -1}, {"a": "1", "b": "1"})
+    await saver.aput_writes(stored, [("a", "y")], "task-0")
+    await saver.aget_tuple(stored)  # scripts are loaded now (first calls may see NOSCRIPT)
+    evalsha_before = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    round_trips.clear()
+
+    cp2 = checkpoint({"a": "x" * 1000, "b": 2}, {"a": "1", "b": "2"})
+    stored2 = await saver.aput(stored, cp2, {"source": "loop", "step": 0}, {"b": "2"})
+    assert len(round_trips) == 1
+    await saver.aput_writes(stored2, [("a", "z"), ("b", 3), (ERROR, "boom")], "task-1")
+    assert len(round_trips) == 2
+    latest = await saver.aget_tuple(thread_config("t1"))
+    assert len(round_trips) == 3
+    assert all(sent.startswith(b"*") and b"EVALSHA" in sent[:32] for sent in round_trips)
+    evalsha_after = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    assert evalsha_after - evalsha_before == 3
+
+    assert latest is not None
+    assert latest.checkpoint["channel_values"] == {"a": "x" * 1000, "b": 2}
+    assert sorted(w[1:] for w in latest.pending_writes or []) == [
+        ("__error__", "boom"),
+        ("a", "z"),
+        ("b", 3),
+    ]
+
+
+async def test_a_channel_version_is_stored_once_across_checkpoints(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis
+) -> None:
+    graph = linear_graph(nodes=5).compile(checkpointer=saver)
+    thread_id = str(uuid.uuid4())
+    big = "payload " * 128
+    await graph.ainvoke({"text": big, "n": 0}, thread_config(thread_id))
+    history = await collect(saver.alist(thread_config(thread_id)))
+    assert len(history) == 7  # input + 6 loop checkpoints
+    assert all(t.checkpoint["channel_values"].get("text") == big for t in history[:-1])
+
+    blob_fields = await redis_client.hkeys(saver.thread_keys(thread_id).blobs)
+    text_blobs = [f for f in blob_fields if f.startswith(b"\0text\0")]
+    assert len(text_blobs) == 1, "7 checkpoints share one blob of the unchanged text"
+    n_blobs = [f for f in blob_fields if f.startswith(b"\0n\0")]
+    assert len(n_blobs) == 6  # input, then one new version per node
+
+
+async def test_list_with_before_limit_filter_and_namespaces(saver: AsyncRedisSaver) -> None:
+    ids: list[str] = []
+    parent: RunnableConfig = thread_config("t1", checkpoint_ns="")
+    for step in range(5):
+        cp = checkpoint({}, {})
+        md: dict[str, Any] = {"source": "loop", "step": step, "parity": step % 2, "pair": [1, step]}
+        parent = await saver.aput(parent, cp, md, {})  # type: ignore[arg-type]
+        ids.append(cp["id"])
+    child = checkpoint({}, {})
+    await saver.aput(thread_config("t1", checkpoint_ns="sub:1"), child, {"step": 9}, {})
+    other = checkpoint({}, {})
+    await saver.aput(thread_config("t2", checkpoint_ns=""), other, {"step": 0}, {})
+
+    def listed(tuples: list[Any]) -> list[str]:
+        return [t.checkpoint["id"] for t in tuples]
+
+    root = thread_config("t1", checkpoint_ns="")
+    assert listed(await collect(saver.alist(root))) == ids[::-1]
+    assert listed(await collect(saver.alist(root, limit=2))) == ids[:2:-1]
+    before = thread_config("t1", checkpoint_ns="", checkpoint_id=ids[3])
+    assert listed(await collect(saver.alist(root, before=before))) == ids[2::-1]
+    assert listed(await collect(saver.alist(root, before=before, limit=1))) == [ids[2]]
+    assert listed(await collect(saver.alist(root, filter={"parity": 1}))) == [ids[3], ids[1]]
+    assert listed(await collect(saver.alist(root, filter={"parity": 0}, limit=2))) == [
+        ids[4],
+        ids[2],
+    ]
+    # Filter values are compared after a JSON round trip: a tuple matches a stored list.
+    assert listed(await collect(saver.alist(root, filter={"pair": (1, 2)}))) == [ids[2]]
+    assert listed(await collect(saver.alist(root, filter={"parity": 1, "step": 3}))) == [ids[3]]
+    assert await collect(saver.alist(root, filter={"missing": None, "step": 99})) == []
+
+    # No namespace: every namespace of the thread, newest first.
+    everything = listed(await collect(saver.alist(thread_config("t1"))))
+    assert everything == [child["id"], *ids[::-1]]
+    assert listed(await collect(saver.alist(thread_config("t1", checkpoint_id=ids[1])))) == [ids[1]]
+    # No config: every thread (found by SCAN under this saver's prefix).
+    all_threads = await collect(saver.alist(None))
+    assert {t.config["configurable"]["thread_id"] for t in all_threads} == {"t1", "t2"}
+    assert len(all_threads) == 7
+    assert len(await collect(saver.alist(None, limit=3))) == 3
+    assert listed(await collect(saver.alist(None, filter={"step": 0}))) != []
+
+
+async def test_writes_keep_the_first_regular_write_and_the_last_special_one(
+    saver: AsyncRedisSaver,
+) -> None:
+    stored = await saver.aput(thread_config("t1", checkpoint_ns=""), checkpoint({}, {}), {}, {})
+    await saver.aput_writes(stored, [("a", 1), (ERROR, "first")], "task", "~path")
+    await saver.aput_writes(stored, [("a", 2), (ERROR, "second")], "task", "~path")
+    await saver.aput_writes(stored, [("a", 3)], "another")
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None
+    # Ordered by (task_path, task_id, idx): "" < "~path", and ERROR's idx -1 < 0.
+    assert tup.pending_writes == [("another", "a", 3), ("task", ERROR, "second"), ("task", "a", 1)]
+
+
+async def test_thousands_of_channels_and_writes_fit_in_one_script(saver: AsyncRedisSaver) -> None:
+    # Lua's unpack() stops at ~8000 values: the scripts must chunk, not fail.
+    versions = {f"ch{i}": "1" for i in range(9000)}
+    cp = checkpoint({f"ch{i}": i for i in range(9000)}, versions)
+    stored = await saver.aput(thread_config("wide", checkpoint_ns=""), cp, {}, versions)
+    await saver.aput_writes(stored, [(f"ch{i}", -i) for i in range(9000)], "fan-out")
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None
+    assert tup.checkpoint["channel_values"] == {f"ch{i}": i for i in range(9000)}
+    assert tup.pending_writes == [("fan-out", f"ch{i}", -i) for i in range(9000)]
+    await saver.aprune(["wide"])
+    assert await saver.aget_tuple(stored) is not None
+
+
+async def test_delete_thread_removes_every_key_of_the_thread(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    graph = approval_graph().compile(checkpointer=saver)
+    doomed, kept = str(uuid.uuid4()), str(uuid.uuid4())
+    for thread_id in (doomed, kept):
+        await graph.ainvoke({"text": "t", "n": 0}, thread_config(thread_id))
+    assert len(await keys_of(redis_client, key_prefix)) == 12
+
+    await saver.adelete_thread(doomed)
+    remaining = await keys_of(redis_client, key_prefix)
+    assert remaining and all(f"{{{kept}}}" in k for k in remaining)
+    assert len(remaining) == 6
+    assert await saver.aget_tuple(thread_config(doomed)) is None
+
+
+async def test_prune_keeps_the_latest_checkpoint_and_only_the_blobs_it_needs(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis
+) -> None:
+    graph = linear_graph(nodes=4).compile(checkpointer=saver)
+    thread_id = str(uuid.uuid4())
+    await graph.ainvoke({"text": "keep me", "n": 0}, thread_config(thread_id))
+    before = await saver.aget_tuple(thread_config(thread_id))
+    assert before is not None
+    blobs = saver.thread_keys(thread_id).blobs
+    assert await redis_client.hlen(blobs) > len(before.checkpoint["channel_versions"])
+
+    await saver.aprune([thread_id], strategy="keep_latest")
+    history = await collect(saver.alist(thread_config(thread_id)))
+    assert [t.checkpoint["id"] for t in history] == [before.checkpoint["id"]]
+    assert history[0].checkpoint["channel_values"] == before.checkpoint["channel_values"]
+    assert await redis_client.hlen(blobs) == len(before.checkpoint["channel_versions"])
+
+
+async def test_delete_for_runs_and_copy_thread(saver: AsyncRedisSaver) -> None:
+    graph = linear_graph(nodes=2).compile(checkpointer=saver)
+    thread_id, copy_id = str(uuid.uuid4()), str(uuid.uuid4())
+    first_run, second_run = str(uuid.uuid4()), str(uuid.uuid4())
+    for run_id, text in ((first_run, "a"), (second_run, "b")):
+        config: RunnableConfig = {**thread_config(thread_id), "metadata": {"run_id": run_id}}
+        await graph.ainvoke({"text": text, "n": 0}, config)
+
+    await saver.acopy_thread(thread_id, copy_id)
+    source = await collect(saver.alist(thread_config(thread_id)))
+    copied = await collect(saver.alist(thread_config(copy_id)))
+    assert {t.metadata["run_id"] for t in source} == {first_run, second_run}
+    assert [t.checkpoint for t in copied] == [t.checkpoint for t in source]
+    assert [t.metadata for t in copied] == [t.metadata for t in source]
+    assert [t.pending_writes for t in copied] == [t.pending_writes for t in source]
+
+    await saver.adelete_for_runs([first_run])
+    for tid in (thread_id, copy_id):
+        left = await collect(saver.alist(thread_config(tid)))
+        assert {t.metadata["run_id"] for t in left} == {second_run}
+    state = await graph.aget_state(thread_config(copy_id))
+    assert state.values == {"text": "b", "n": 2}
+
+
+async def test_a_stale_fence_rejects_writes_and_writes_nothing(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    thread_id = "fenced"
+    fence_key = f"{key_prefix}lease:{{{thread_id}}}"
+    fenced = {FENCE_CONFIG_KEY: [fence_key, "worker-1"]}
+    await redis_client.set(fence_key, "worker-1")
+    stored = await saver.aput(
+        thread_config(thread_id, checkpoint_ns="", **fenced), checkpoint({"a": 1}, {"a": "1"}), {}, {"a": "1"}
+    )
+    # The fence is not metadata: LangGraph skips configurable keys that start with "__".
+    assert FENCE_CONFIG_KEY not in str((await saver.aget_tuple(stored)).metadata)  # type: ignore[union-attr]
+    same_checkpoint: RunnableConfig = {"configurable": {**stored["configurable"], **fenced}}
+    await saver.aput_writes(same_checkpoint, [("a", 2)], "task")
+
+    async def snapshot() -> dict[str, bytes]:
+        return {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
+
+    await redis_client.set(fence_key, "worker-2")  # the lease moved on
+    before = await snapshot()
+    with pytest.raises(FencedOut) as raised:
+        await saver.aput(same_checkpoint, checkpoint({"a": 3}, {"a": "2"}), {}, {"a": "2"})
+    assert isinstance(raised.value, Conflict) and not raised.value.retryable
+    with pytest.raises(FencedOut):
+        await saver.aput_writes(same_checkpoint, [("a", 4), (ERROR, "x")], "task-2")
+    await redis_client.delete(fence_key)  # an expired lease fences out too
+    with pytest.raises(FencedOut):
+        await saver.aput_writes(same_checkpoint, [("a", 5)], "task-3")
+    assert await snapshot() == before
+
+    with pytest.raises(ValueError, match="hash tag"):
+        await saver.aput(
+            thread_config(thread_id, checkpoint_ns="", **{FENCE_CONFIG_KEY: ["lease:other", "x"]}),
+            checkpoint({}, {}),
+            {},
+            {},
+        )
+
+
+async def test_a_graph_run_under_a_lost_fence_fails(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    graph = linear_graph(nodes=2).compile(checkpointer=saver)
+    thread_id = str(uuid.uuid4())
+    fence_key = f"{key_prefix}lease:{{{thread_id}}}"
+    await redis_client.set(fence_key, "me")
+    config = thread_config(thread_id, **{FENCE_CONFIG_KEY: [fence_key, "me"]})
+    assert (await graph.ainvoke({"text": "", "n": 0}, config))["n"] == 2
+
+    await redis_client.set(fence_key, "someone else")
+    with pytest.raises(FencedOut):
+        await graph.ainvoke({"text": "", "n": 0}, config, durability="sync")
+    state = await graph.aget_state(thread_config(thread_id))
+    assert state.values["n"] == 2  # the fenced run left nothing behind
+
+
+async def test_interrupt_then_resume_on_a_fresh_saver(redis_url: str, key_prefix: str) -> None:
+    thread_id = str(uuid.uuid4())
+    async with AsyncRedisSaver.from_conn_string(redis_url, prefix=key_prefix) as first:
+        graph = approval_graph().compile(checkpointer=first)
+        out = await graph.ainvoke({"text": "post", "n": 0}, thread_config(thread_id))
+        assert out["__interrupt__"][0].value == {"question": "publish?", "text": "post drafted"}
+
+    # A new process would build a new client and saver: nothing is kept in memory.
+    client = make_client(redis_url)
+    try:
+        graph = approval_graph().compile(checkpointer=AsyncRedisSaver(client, prefix=key_prefix))
+        paused = await graph.aget_state(thread_config(thread_id))
+        assert paused.next == ("approve",)
+        out = await graph.ainvoke(Command(resume="yes"), thread_config(thread_id))
+        assert out == {"text": "post drafted [yes]", "n": 2}
+        history = [s async for s in graph.aget_state_history(thread_config(thread_id))]
+        assert [s.metadata["step"] for s in history if s.metadata] == [3, 2, 1, 0, -1]
+    finally:
+        await client.aclose()
+
+
+async def test_scripts_are_reloaded_after_a_script_flush(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis
+) -> None:
+    await saver.aput(thread_config("t", checkpoint_ns=""), checkpoint({}, {}), {}, {})
+    await redis_client.script_flush()
+    assert await saver.aget_tuple(thread_config("t")) is not None
+
+
+def test_the_sync_api_points_to_the_async_one(saver: AsyncRedisSaver) -> None:
+    config = thread_config("t", checkpoint_ns="")
+    with pytest.raises(NotImplementedError, match=r"async-only.*aget_tuple"):
+        saver.get_tuple(config)
+    with pytest.raises(NotImplementedError, match="alist"):
+        saver.list(config)
+    with pytest.raises(NotImplementedError, match="aput"):
+        saver.put(config, checkpoint({}, {}), {}, {})
+    with pytest.raises(NotImplementedError, match="aput_writes"):
+        saver.put_writes(config, [], "task")
+    with pytest.raises(NotImplementedError, match="adelete_thread"):
+        saver.delete_thread("t")
+
+
+def test_a_prefix_with_braces_is_refused(redis_client: aredis.Redis) -> None:
+    with pytest.raises(ValueError, match="must not contain"):
+        AsyncRedisSaver(redis_client, prefix="il:{x}:")
