@@ -40,7 +40,7 @@ class Engine:
 
 
 def llm_client(settings: Settings) -> LLMClient:
-    if settings.llm_base_url is None:
+    if not settings.llm_base_url:
         log.warning(
             "INTERLOCK_LLM_BASE_URL is not set: decision nodes call %s (start it with "
             "`interlock model serve`); while it is down they take their fallback branch",
