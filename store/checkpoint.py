@@ -533,7 +533,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        """Yield checkpoints newest first (by checkpoint id), thread by thread.
+        """Yield checkpoints newest first (by checkpoint id), thread by thread (threads sorted by id).
 
         Args:
             config: Restricts to its ``thread_id`` (else every thread, found by SCAN),
@@ -550,7 +550,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         before_id = get_checkpoint_id(before) if before else None
         wanted = _json_roundtrip(filter) if filter else None
         thread_id: str | None = configurable.get("thread_id")
-        threads = [thread_id] if thread_id is not None else [t async for t in self._threads()]
+        threads = [thread_id] if thread_id is not None else sorted([t async for t in self._threads()])
         remaining = limit
         for thread in threads:
             keys = self.thread_keys(thread)
