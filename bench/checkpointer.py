@@ -244,6 +244,9 @@ def render(results: list[Result], *, runs: int, how: str) -> str:
         "plainredis needs 2 round trips per `aput` (INCR, then a pipeline) and 2 per "
         "`aput_writes` (EXISTS, then a pipeline; 3 when the hash exists).",
         "",
+        "On this 2-core VM the client and redis-server share the cores, and repeated runs moved "
+        "the medians by up to ~0.1 ms/node: compare rows within one table, not across runs.",
+        "",
     ]
     return "\n".join(lines)
 
