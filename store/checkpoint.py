@@ -65,7 +65,9 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import Conflict
 from core.redis import make_client
@@ -346,10 +348,24 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         return keys
 
     async def _eval(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
-        """``EVALSHA`` in one round trip; loads the script if the server lacks it."""
+        """``EVALSHA`` in one round trip; loads the script if the server lacks it.
+
+        A lost connection (Redis restarted, idle connection closed) is retried once on a
+        fresh one: every script is idempotent, so running one twice changes nothing.
+        """
         try:
             return await self._evalsha(script, keys, args)
         except NoScriptError:
+            await self.client.script_load(script.source)
+            return await self._evalsha(script, keys, args)
+        except (RedisConnectionError, RedisTimeoutError):
+            await self._drop_idle()  # the kept connections are likely dead too
+            return await self._eval_fresh(script, keys, args)
+
+    async def _eval_fresh(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        try:
+            return await self._evalsha(script, keys, args)
+        except NoScriptError:  # a restarted server has an empty script cache
             await self.client.script_load(script.source)
             return await self._evalsha(script, keys, args)
 
@@ -381,6 +397,13 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         else:
             await pool.release(conn)
         return reply
+
+    async def _drop_idle(self) -> None:
+        """Close the kept connections and return them to the pool (they reconnect on use)."""
+        while self._idle and self._pool is not None:
+            conn = self._idle.pop()
+            await conn.disconnect()
+            await self._pool.release(conn)
 
     async def aclose(self) -> None:
         """Return the connections this saver holds to the client's pool (the client stays open)."""

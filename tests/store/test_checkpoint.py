@@ -420,6 +420,18 @@ async def test_cancelled_and_failed_calls_never_desync_a_connection(redis_url: s
         await client.aclose()
 
 
+async def test_killed_connections_are_replaced(saver: AsyncRedisSaver, redis_client: aredis.Redis) -> None:
+    stored = await saver.aput(
+        thread_config("t", checkpoint_ns=""), checkpoint({"v": 1}, {"v": "1"}), {}, {"v": "1"}
+    )
+    await asyncio.gather(*(saver.aget_tuple(stored) for _ in range(4)))  # the saver now keeps connections
+    # As after a Redis restart: every other connection is closed by the server.
+    await redis_client.client_kill_filter(_type="normal", skipme=True)
+    await redis_client.script_flush()
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None and tup.checkpoint["channel_values"] == {"v": 1}
+
+
 async def test_scripts_are_reloaded_after_a_script_flush(
     saver: AsyncRedisSaver, redis_client: aredis.Redis
 ) -> None:
