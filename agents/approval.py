@@ -24,7 +24,7 @@ class ApprovalRequest(BaseModel):
     summary: str
     """One line a person can decide on."""
     amount: float | None = None
-    options: list[Literal["approve", "reject"]] = Field(default_factory=lambda: ["approve", "reject"])
+    options: list[Literal["approve", "reject"]] = Field(default_factory=lambda: ["approve", "reject"])  # type: ignore[arg-type]
     error: str | None = None
     """Why the previous answer was not accepted, when it was not."""
 

@@ -40,6 +40,8 @@ async def effect_once(
     to the system it changes, which then applies the change at most once per key.
     """
     info = runtime.execution_info
+    if info is None:
+        raise RuntimeError(f"tool step '{name}' must run inside a graph node with a checkpointer")
     ctx = runtime.context
     thread_id = info.thread_id or "-"
     key = effect_key(ctx.key_prefix, thread_id, info.task_id, name)
@@ -60,6 +62,7 @@ async def effect_once(
         result = dict(await act(key))
         # NX: if two executions raced, the first record wins and both return it.
         if not await ctx.redis.set(key, jsonutil.dumps(result), nx=True):
-            result = dict(jsonutil.loads(await ctx.redis.get(key)))
+            winner: Any = await ctx.redis.get(key)
+            result = dict(jsonutil.loads(winner))
         span.set_attribute("interlock.effect.replayed", False)
         return result

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
@@ -37,17 +37,17 @@ class BodyLimit:
                 return
         seen = 0
 
-        async def limited() -> dict[str, object]:
+        async def limited() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))  # type: ignore[arg-type]
+                seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise _TooLarge
             return message
 
         try:
-            await self.app(scope, limited, send)  # type: ignore[arg-type]
+            await self.app(scope, limited, send)
         except _TooLarge:
             await self._refuse(scope, receive, send)
 

@@ -16,8 +16,9 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
@@ -260,16 +261,17 @@ class Worker:
         else:
             graph_input = payload.input
         context: Any = self.context if graph.builder.context_schema is Context else payload.context
-        async for ns, mode, chunk in graph.astream(
+        stream: Any = graph.astream(
             graph_input,
-            config,  # type: ignore[arg-type]
+            cast(RunnableConfig, config),
             context=context,
-            stream_mode=modes,  # type: ignore[arg-type]
+            stream_mode=cast(Any, modes),
             subgraphs=True,
             interrupt_before=payload.interrupt_before,
             interrupt_after=payload.interrupt_after,
             durability=payload.durability,
-        ):
+        )
+        async for ns, mode, chunk in stream:
             if not wanted or (ns and not payload.stream_subgraphs):
                 continue
             sink.emit(_event_name(mode, ns), chunk)

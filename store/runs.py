@@ -9,9 +9,9 @@ once. Key layout: ``store/layout.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aredis
 
@@ -153,6 +153,11 @@ class RunStore:
         self._create_run = client.register_script(_CREATE_RUN)
         self._finish_run = client.register_script(_FINISH_RUN)
 
+    @staticmethod
+    async def _await(result: Awaitable[Any] | Any) -> Any:
+        """redis-py types some asyncio commands as ``Awaitable | value``; they are awaitables."""
+        return await result
+
     async def setup(self) -> None:
         """Create the queue's consumer group (idempotent)."""
         try:
@@ -183,7 +188,7 @@ class RunStore:
         return thread
 
     async def get_thread(self, thread_id: str) -> dict[str, Any] | None:
-        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.thread(thread_id))  # type: ignore[misc]
+        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.thread(thread_id)))
         return _thread_record(raw) if raw else None
 
     # runs
@@ -217,14 +222,14 @@ class RunStore:
             )  # fmt: skip
         except aredis.ResponseError as e:
             _raise_script_error(e, thread_id)
-        return status.decode()  # type: ignore[no-any-return]
+        return cast(RunStatus, status.decode())
 
     async def get_run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
-        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.run(thread_id, run_id))  # type: ignore[misc]
+        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.run(thread_id, run_id)))
         return _run_record(raw) if raw else None
 
     async def list_runs(self, thread_id: str, *, limit: int = 10, offset: int = 0) -> list[dict[str, Any]]:
-        ids = await self.client.zrevrange(self.keys.thread_runs(thread_id), offset, offset + limit - 1)
+        ids: Any = await self.client.zrevrange(self.keys.thread_runs(thread_id), offset, offset + limit - 1)
         pipe = self.client.pipeline(transaction=False)
         for rid in ids:
             pipe.hgetall(self.keys.run(thread_id, rid.decode()))
@@ -283,12 +288,14 @@ class RunStore:
         """Events after stream id ``after`` as ``(id, event, data)``; blocks up to
         ``block_ms`` for the first one when there is none yet."""
         key = self.keys.events(thread_id, run_id)
-        reply = await self.client.xread({key: after}, block=block_ms, count=1000)
+        reply: Any = await self.client.xread({key: after}, block=block_ms, count=1000)
         if not reply:
             return []
         return [(mid.decode(), f[b"e"].decode(), f[b"d"]) for mid, f in reply[0][1]]
 
-    async def wait_for_end(self, thread_id: str, run_id: str, *, block_ms: int = 5_000) -> dict[str, Any] | None:
+    async def wait_for_end(
+        self, thread_id: str, run_id: str, *, block_ms: int = 5_000
+    ) -> dict[str, Any] | None:
         """Block until the run's end event; return it (``status``, ``values``/``error``…).
 
         None when the run does not exist. A run that ended so long ago that its events
@@ -312,7 +319,7 @@ class RunStore:
 
     async def claim(self, consumer: str, count: int, *, block_ms: int) -> list[QueuedRun]:
         """Take up to ``count`` new runs from the queue, blocking up to ``block_ms``."""
-        reply = await self.client.xreadgroup(
+        reply: Any = await self.client.xreadgroup(
             QUEUE_GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms
         )
         if not reply:

@@ -8,7 +8,6 @@ client that reconnects with ``Last-Event-ID`` gets exactly the events it missed.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,15 +47,20 @@ def run_view(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@functools.cache
-def _input_adapter(schema: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(schema)
+_adapters: dict[str, TypeAdapter[Any]] = {}
+
+
+def _input_adapter(graph_id: str, schema: Any) -> TypeAdapter[Any]:
+    """Built once per graph: building a TypeAdapter costs far more than validating."""
+    if graph_id not in _adapters:
+        _adapters[graph_id] = TypeAdapter(schema)
+    return _adapters[graph_id]
 
 
 def _check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
     schema = engine.registry.get(graph_id).builder.input_schema
     try:
-        _input_adapter(schema).validate_python(value)
+        _input_adapter(graph_id, schema).validate_python(value)
     except ValidationError as e:
         problems = "; ".join(
             f"input.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()

@@ -49,7 +49,7 @@ def _checkpoint(config: Any) -> dict[str, Any] | None:
 
 
 def state_view(snapshot: StateSnapshot) -> dict[str, Any]:
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {
             "id": t.id,
             "name": t.name,

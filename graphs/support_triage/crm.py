@@ -43,9 +43,10 @@ def order_for_ticket(customer: dict[str, Any], ticket: str) -> dict[str, Any] | 
 
 async def _record_once(ctx: Context, ledger: str, key: str, record: dict[str, Any]) -> dict[str, Any]:
     name = f"{ctx.key_prefix}demo:{ledger}"
-    if await ctx.redis.hsetnx(name, key, jsonutil.dumps(record)):  # type: ignore[misc]
+    if await ctx.redis.hsetnx(name, key, jsonutil.dumps(record)):
         return record
-    return dict(jsonutil.loads(await ctx.redis.hget(name, key)))  # type: ignore[misc]
+    existing: Any = await ctx.redis.hget(name, key)
+    return dict(jsonutil.loads(existing))
 
 
 async def issue_refund(ctx: Context, key: str, order_id: str, amount: float) -> dict[str, Any]:

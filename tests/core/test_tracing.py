@@ -17,4 +17,6 @@ def test_otlp_when_an_endpoint_is_set() -> None:
 def test_explicit_exporter_list_wins() -> None:
     env = {"OTEL_TRACES_EXPORTER": "console,otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}
     assert exporters_from_env(env) == ["console", "otlp"]
-    assert exporters_from_env({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}) == []
+    assert (
+        exporters_from_env({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}) == []
+    )
