@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
 from core.errors import ConfigurationError
+from core.redis import check_server, make_client
+from core.settings import Settings
+from graphs.registry import GraphRegistry
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from core.settings import Settings
 
     overrides = {"host": args.host, "port": args.port}
     if args.workers is not None:
         overrides["workers"] = args.workers
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    asyncio.run(_preflight(settings))
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -31,6 +35,18 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+async def _preflight(settings: Settings) -> None:
+    """Fail fast, with one clear line, on configuration the service cannot run with
+    (uvicorn would bury it in a lifespan traceback)."""
+    GraphRegistry.load(settings.config)
+    if settings.redis_url:
+        client = make_client(settings.redis_url)
+        try:
+            await check_server(client)
+        finally:
+            await client.aclose()
 
 
 def _has(module: str) -> bool:
