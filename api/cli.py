@@ -49,6 +49,40 @@ async def _preflight(settings: Settings) -> None:
             await client.aclose()
 
 
+def _model_serve(args: argparse.Namespace) -> int:
+    """Run the embedded local model in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from core.llm_server import EmbeddedLLM
+
+    stop = threading.Event()
+    llm = EmbeddedLLM(
+        Settings().data_dir / "llm",
+        port=args.port,
+        host=args.host,
+        threads=args.threads,
+        slots=args.slots,
+        ctx_size=args.ctx_size,
+    )
+    with llm:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(
+            f"interlock: local model {llm.alias!r} at {llm.base_url} (log: {llm.log_path}); Ctrl-C stops it",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            assert llm.process is not None
+            if llm.process.poll() is not None:
+                print(
+                    f"interlock: llama-server exited (code {llm.process.returncode}); see {llm.log_path}",
+                    file=sys.stderr,
+                )
+                return 1
+    return 0
+
+
 def _has(module: str) -> bool:
     import importlib.util
 
@@ -70,6 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=_serve)
+    model = sub.add_parser("model", help="the embedded local LLM").add_subparsers(
+        dest="model_command", required=True
+    )
+    model_serve = model.add_parser(
+        "serve", help="serve SmolLM2 over the OpenAI API (llama-server) until Ctrl-C"
+    )
+    model_serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    model_serve.add_argument(
+        "--port", type=int, default=8124, help="default 8124 (the service's default LLM URL)"
+    )
+    model_serve.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    model_serve.add_argument("--slots", type=int, default=1, help="requests decoded in parallel (default 1)")
+    model_serve.add_argument(
+        "--ctx-size", type=int, default=2048, help="KV-cache tokens shared by the slots (default 2048)"
+    )
+    model_serve.set_defaults(func=_model_serve)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
