@@ -6,11 +6,29 @@ hand in real or local ones (langgraph ``Runtime[Context]``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import redis.asyncio as aredis
 
 from agents.llm import LLMClient
+
+
+class DecisionLog(Protocol):
+    """Where decision nodes record every decision (implemented in ``store/decisions.py``,
+    handed in by the composition root so agents never import the store)."""
+
+    async def append(self, entry: Mapping[str, Any]) -> str:
+        """Record one decision; returns its log id."""
+        ...
+
+
+class NoDecisionLog:
+    """A DecisionLog that keeps nothing (for graphs run outside the service)."""
+
+    async def append(self, entry: Mapping[str, Any]) -> str:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -24,3 +42,6 @@ class Context:
     """Where tool steps record their side effects (idempotency ledger)."""
 
     key_prefix: str = "il:"
+
+    decisions: DecisionLog = field(default_factory=NoDecisionLog)
+    """The decisions log: inputs, candidates, choice, confidence, model, method."""

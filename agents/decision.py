@@ -79,6 +79,9 @@ class DecisionSpec(BaseModel):
     """Overrides the client's ``max_attempts`` for this node."""
     timeout_s: Annotated[float, Field(gt=0)] | None = None
     """Overrides the client's per-attempt timeout for this node."""
+    review_below: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Confidence below which a person reviews the choice before the workflow acts on it
+    (also when the model gave no confidence or no valid answer). None: never review."""
 
     @model_validator(mode="after")
     def _check_branches(self) -> DecisionSpec:
@@ -149,8 +152,9 @@ class Decision(BaseModel):
     node: str
     chosen: str
     candidates: list[str]
-    method: Literal["llm", "fallback"]
-    """``llm``: the model's answer; ``fallback``: no valid answer in time."""
+    method: Literal["llm", "fallback", "human"]
+    """``llm``: the model's answer; ``fallback``: no valid answer in time; ``human``: a
+    person's choice after review (the model's stays in ``model_choice``)."""
     model: str
     """Model that answered (as reported by the server), or the configured one on fallback."""
     latency_ms: float
@@ -166,6 +170,14 @@ class Decision(BaseModel):
     """Summed over all attempts."""
     completion_tokens: int
     """Summed over all attempts."""
+    needs_review: bool = False
+    """The spec asks for review and the confidence was below ``review_below``."""
+    log_id: str | None = None
+    """Id of this decision in the decisions log."""
+    model_choice: str | None = None
+    """For a human decision: what the model had chosen."""
+    reviewed_by: str | None = None
+    comment: str | None = None
 
 
 async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) -> Decision:
@@ -231,11 +243,15 @@ async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) 
         confidence = None
         if answer is not None and answer.logprob is not None:
             confidence = min(1.0, math.exp(answer.logprob))
+        method: Literal["llm", "fallback"] = "llm" if chosen is not None else "fallback"
+        needs_review = spec.review_below is not None and (
+            method == "fallback" or confidence is None or confidence < spec.review_below
+        )
         decision = Decision(
             node=spec.name,
             chosen=chosen if chosen is not None else spec.fallback,
             candidates=candidates,
-            method="llm" if chosen is not None else "fallback",
+            method=method,
             model=answer.model if answer is not None else llm.model,
             latency_ms=(time.perf_counter() - started) * 1000,
             attempts=attempts,
@@ -244,12 +260,14 @@ async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) 
             prompt_version=spec.prompt_version,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            needs_review=needs_review,
         )
         span.set_attributes(
             {
                 "agent.decision.chosen": decision.chosen,
                 "agent.decision.method": decision.method,
                 "agent.decision.attempts": decision.attempts,
+                "agent.decision.needs_review": decision.needs_review,
             }
         )
         if errors:

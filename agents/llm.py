@@ -147,7 +147,7 @@ class LLMClient:
         cls,
         settings: Settings,
         *,
-        structured_output: StructuredOutput = "json_schema",
+        structured_output: StructuredOutput | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> Self:
         """The client the service uses, configured by ``INTERLOCK_LLM_*``."""
@@ -161,7 +161,8 @@ class LLMClient:
             api_key=settings.llm_api_key.get_secret_value(),
             timeout_s=settings.llm_timeout_s,
             max_attempts=settings.llm_max_attempts,
-            structured_output=structured_output,
+            structured_output=structured_output or settings.llm_structured_output,
+            logprobs=settings.llm_logprobs,
             record_content=settings.trace_content,
             tracer_provider=tracer_provider,
         )

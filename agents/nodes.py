@@ -1,34 +1,181 @@
-"""Node factories that turn declared building blocks into LangGraph nodes."""
+"""Turn a declared decision into LangGraph nodes and edges.
+
+``add_decision(builder, spec, routes)`` adds the decision node ``<name>`` and, when the
+spec asks for review (``review_below``), a review step ``<name>_review``::
+
+    <name> -> {routes[chosen]                     (confident)
+             | <name>_review -> routes[person's choice]}   (low confidence / fallback)
+
+Every decision — the model's and a reviewer's — is written to the state
+(``record_field``) and to the decisions log (``runtime.context.decisions``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Hashable, Mapping
 from typing import Any, Protocol
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agents.context import Context
-from agents.decision import DecisionSpec, decide
+from agents.decision import Decision, DecisionSpec, decide
 
 
 class Node(Protocol):
-    """A LangGraph node that receives the runtime (and so its dependencies) by keyword."""
+    """A LangGraph node that receives its config and runtime (dependencies) by keyword."""
 
-    def __call__(self, state: Any, *, runtime: Runtime[Context]) -> Awaitable[dict[str, Any]]: ...
+    def __call__(
+        self, state: Any, config: RunnableConfig, *, runtime: Runtime[Context]
+    ) -> Awaitable[dict[str, Any]]: ...
+
+
+class ReviewRequest(BaseModel):
+    """What a reviewer sees (the interrupt value of ``<name>_review``)."""
+
+    type: str = "decision_review"
+    node: str
+    summary: str
+    suggestion: str
+    """The model's choice (or the fallback), pre-filled."""
+    confidence: float | None
+    method: str
+    options: list[str]
+    branches: dict[str, str]
+    """Branch name → when to take it."""
+    inputs: dict[str, Any]
+    """What the model saw."""
+    error: str | None = None
+
+
+class ReviewAnswer(BaseModel):
+    """A reviewer's answer: the branch to take; without one, the suggestion is accepted
+    (send at least a comment: an empty object is not a resume value LangGraph accepts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch: str | None = None
+    comment: str = ""
+    decided_by: str | None = None
+
+
+def _log_entry(
+    decision: Decision, inputs: Mapping[str, Any], config: RunnableConfig, runtime: Runtime[Context]
+) -> dict[str, Any]:
+    info = runtime.execution_info
+    meta = config.get("metadata") or {}
+    return {
+        **decision.model_dump(mode="json", exclude={"log_id"}),
+        "graph_id": meta.get("graph_id"),
+        "thread_id": info.thread_id if info else None,
+        "run_id": meta.get("run_id"),
+        "task_id": info.task_id if info else None,
+        "inputs": dict(inputs),
+        "overrides": None,
+        "decided_by": decision.reviewed_by,
+        "ts": time.time_ns() // 1_000_000,
+    }
 
 
 def decision_node(spec: DecisionSpec, *, route_field: str = "route", record_field: str = "decision") -> Node:
     """A node that lets the LLM choose one of ``spec.branches``.
 
-    It writes the chosen branch to ``route_field`` (route on it with
-    ``add_conditional_edges``) and the full :class:`~agents.decision.Decision` record to
+    It writes the chosen branch to ``route_field`` and the :class:`Decision` to
     ``record_field``. Model trouble never fails the node: the spec's fallback is taken.
     """
 
-    async def node(state: Any, *, runtime: Runtime[Context]) -> dict[str, Any]:
+    async def node(state: Any, config: RunnableConfig, *, runtime: Runtime[Context]) -> dict[str, Any]:
         inputs = {name: state[name] for name in spec.inputs if name in state}
         decision = await decide(spec, inputs, runtime.context.llm)
+        log_id = await runtime.context.decisions.append(_log_entry(decision, inputs, config, runtime))
+        decision = decision.model_copy(update={"log_id": log_id or None})
         return {route_field: decision.chosen, record_field: decision.model_dump(mode="json")}
 
     node.__name__ = spec.name
     return node
+
+
+def review_node(spec: DecisionSpec, *, route_field: str = "route", record_field: str = "decision") -> Node:
+    """A node that pauses for a person to confirm or change the model's choice."""
+    branches = {b.name: b.description for b in spec.branches}
+
+    async def node(state: Any, config: RunnableConfig, *, runtime: Runtime[Context]) -> dict[str, Any]:
+        model = Decision.model_validate(state[record_field])
+        inputs = {name: state[name] for name in spec.inputs if name in state}
+        confidence = "unknown" if model.confidence is None else f"{model.confidence:.0%}"
+        request = ReviewRequest(
+            node=spec.name,
+            summary=f"{spec.name}: the model suggests '{model.chosen}' ({model.method}, confidence {confidence})",
+            suggestion=model.chosen,
+            confidence=model.confidence,
+            method=model.method,
+            options=spec.branch_names,
+            branches=branches,
+            inputs=inputs,
+        )
+        while True:
+            raw = interrupt(request.model_dump(exclude_none=True))
+            try:
+                answer = ReviewAnswer.model_validate(raw or {})
+                if answer.branch is not None and answer.branch not in branches:
+                    raise ValueError(f"branch must be one of {spec.branch_names}, got {answer.branch!r}")
+                break
+            except (ValidationError, ValueError) as e:
+                request = request.model_copy(update={"error": f"answer not accepted: {e}"})
+        human = model.model_copy(
+            update={
+                "chosen": answer.branch or model.chosen,
+                "method": "human",
+                "model_choice": model.chosen,
+                "reviewed_by": answer.decided_by,
+                "comment": answer.comment or None,
+                "needs_review": False,
+            }
+        )
+        entry = {
+            **_log_entry(human, inputs, config, runtime),
+            "overrides": model.log_id,
+            "comment": human.comment,
+        }
+        log_id = await runtime.context.decisions.append(entry)
+        human = human.model_copy(update={"log_id": log_id or None})
+        return {route_field: human.chosen, record_field: human.model_dump(mode="json")}
+
+    node.__name__ = f"{spec.name}_review"
+    return node
+
+
+def add_decision(
+    builder: StateGraph[Any, Any, Any, Any],
+    spec: DecisionSpec,
+    routes: Mapping[str, str],
+    *,
+    route_field: str = "route",
+    record_field: str = "decision",
+) -> None:
+    """Add ``spec`` to ``builder``: the decision node, its review step when the spec asks
+    for one, and edges from each branch name to the node in ``routes``."""
+    missing = sorted(set(spec.branch_names) - set(routes))
+    if missing:
+        raise ValueError(f"decision '{spec.name}': no route for branches {missing}")
+    # The node protocols langgraph declares cannot express "config and runtime", which
+    # it does inject; hence Any.
+    decide_node: Any = decision_node(spec, route_field=route_field, record_field=record_field)
+    builder.add_node(spec.name, decide_node)
+    targets: dict[Hashable, str] = {name: node for name, node in routes.items()}
+    if spec.review_below is None:
+        builder.add_conditional_edges(spec.name, lambda s: s[route_field], targets)
+        return
+    review = f"{spec.name}_review"
+    check_node: Any = review_node(spec, route_field=route_field, record_field=record_field)
+    builder.add_node(review, check_node)
+    builder.add_conditional_edges(
+        spec.name,
+        lambda s: "__review__" if s[record_field].get("needs_review") else s[route_field],
+        {**targets, "__review__": review},
+    )
+    builder.add_conditional_edges(review, lambda s: s[route_field], targets)

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import assistants, meta, runs, threads
+from api.routes import assistants, decisions, meta, runs, threads
 from core.settings import Settings
 from core.tracing import configure_tracing
 from runs.engine import open_engine
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs):
+    for module in (meta, assistants, threads, runs, decisions):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

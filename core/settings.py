@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     llm_max_attempts: int = 3
     """LLM calls a decision node makes before it takes its fallback branch."""
 
+    llm_logprobs: bool = True
+    """Ask for token log-probabilities, the source of decision confidence. Turn off for
+    servers that reject the parameter."""
+
+    llm_structured_output: Literal["json_schema", "json_object"] = "json_schema"
+    """Structured-output dialect: OpenAI's ``json_schema`` (OpenAI, vLLM, llama.cpp's
+    llama-server, Ollama) or ``json_object`` with a ``schema`` (llama-cpp-python)."""
+
     max_body_bytes: int = 1_048_576
     """Largest accepted HTTP request body; larger ones get 413."""
 

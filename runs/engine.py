@@ -18,6 +18,7 @@ from graphs.registry import GraphRegistry
 from runs.compile import CompiledGraph, compile_all
 from runs.worker import Worker
 from store.checkpoint import AsyncRedisSaver
+from store.decisions import RedisDecisionLog
 from store.runs import RunStore
 
 log = logging.getLogger("interlock")
@@ -36,6 +37,7 @@ class Engine:
     registry: GraphRegistry
     graphs: Mapping[str, CompiledGraph]
     context: Context
+    decisions: RedisDecisionLog
     workers: list[Worker] = field(default_factory=list)
 
 
@@ -62,9 +64,10 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
         await store.setup()
         saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
         llm = llm_client(settings)
-        context = Context(llm=llm, redis=client, key_prefix=settings.key_prefix)
+        decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
+        context = Context(llm=llm, redis=client, key_prefix=settings.key_prefix, decisions=decisions)
         graphs = compile_all(registry, saver)
-        engine = Engine(settings, client, url, store, saver, registry, graphs, context)
+        engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions)
         for _ in range(workers):
             worker = Worker(store, graphs, context, concurrency=settings.worker_concurrency)
             worker.start()

@@ -72,6 +72,9 @@ def _check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
 
 def _check_resume(record: dict[str, Any], resume: Any) -> None:
     """Refuse a resume that answers no pending interrupt (langgraph would ignore it)."""
+    if resume == {}:
+        # LangGraph reads an object as a map {interrupt_id: value}: {} answers nothing.
+        raise InvalidInput("command.resume is an empty object, which answers no interrupt; send a value")
     if record.get("active_run") or record["status"] != "interrupted":
         return  # queued behind an active run, or nothing pending (the store refuses that)
     pending = [i["id"] for group in record["interrupts"].values() for i in group]

@@ -27,7 +27,7 @@ from typing_extensions import TypedDict
 from agents.approval import ApprovalRequest, request_approval
 from agents.context import Context
 from agents.decision import Branch, DecisionSpec, Example
-from agents.nodes import decision_node
+from agents.nodes import add_decision
 from agents.tools import effect_once
 from graphs.support_triage import crm
 
@@ -189,7 +189,6 @@ async def respond(state: State) -> State:
 def build_graph() -> StateGraph[State, Context, Input, State]:
     builder = StateGraph(State, context_schema=Context, input_schema=Input)
     builder.add_node("load_customer", load_customer)
-    builder.add_node("triage", decision_node(TRIAGE))
     builder.add_node("lookup_order", lookup_order)
     builder.add_node("approval", approval)
     builder.add_node("issue_refund", issue_refund)
@@ -201,9 +200,9 @@ def build_graph() -> StateGraph[State, Context, Input, State]:
 
     builder.add_edge(START, "load_customer")
     builder.add_edge("load_customer", "triage")
-    builder.add_conditional_edges(
-        "triage",
-        lambda s: s["route"],
+    add_decision(
+        builder,
+        TRIAGE,
         {
             "refund": "lookup_order",
             "answer": "draft_answer",

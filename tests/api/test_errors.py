@@ -167,3 +167,18 @@ async def test_unknown_checkpoint_is_404(http: httpx.AsyncClient, client: LangGr
     await client.runs.wait(tid, "support_triage", input={"ticket": "refund o-10028", "customer_id": "c-001"})
     r = await http.get(f"/threads/{tid}/state/{uuid.uuid4()}")
     _error(r, 404)
+
+
+async def test_empty_resume_object_is_422(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    await client.runs.wait(tid, "support_triage", input={"ticket": "refund o-10063", "customer_id": "c-001"})
+    r = await http.post(
+        f"/threads/{tid}/runs/wait", json={"assistant_id": "support_triage", "command": {"resume": {}}}
+    )
+    assert "empty object" in _error(r, 422)
+    assert len(await client.runs.list(tid)) == 1
+
+
+async def test_unknown_decision_is_404(http: httpx.AsyncClient) -> None:
+    _error(await http.get("/decisions/1-0"), 404)

@@ -158,3 +158,30 @@ async def test_model_failure_takes_the_fallback_branch(client: LangGraphClient, 
     assert result["decision"]["attempts"] == 3
     assert len(result["decision"]["errors"]) == 3
     assert "CASE-" in result["resolution"]
+
+
+async def test_decisions_are_logged_and_searchable(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    result = await client.runs.wait(
+        tid, "support_triage", input={"ticket": "technical: app crashes", "customer_id": "c-002"}
+    )
+    assert isinstance(result, dict)
+    found = await client.http.get("/decisions", params={"thread_id": tid})
+    assert len(found) == 1
+    entry = found[0]
+    assert entry["id"] == result["decision"]["log_id"]
+    assert (entry["graph_id"], entry["node"], entry["chosen"], entry["method"]) == (
+        "support_triage",
+        "triage",
+        "technical",
+        "llm",
+    )
+    assert entry["inputs"] == {"ticket": "technical: app crashes"}
+    assert entry["candidates"] == CANDIDATES
+    assert await client.http.get(f"/decisions/{entry['id']}") == entry
+    only_technical = await client.http.get(
+        "/decisions", params={"graph_id": "support_triage", "branch": "technical"}
+    )
+    assert entry in only_technical
+    assert all(e["chosen"] == "technical" for e in only_technical)
