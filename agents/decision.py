@@ -79,6 +79,10 @@ class DecisionSpec(BaseModel):
     """Overrides the client's ``max_attempts`` for this node."""
     timeout_s: Annotated[float, Field(gt=0)] | None = None
     """Overrides the client's per-attempt timeout for this node."""
+    agreement_samples: Annotated[int, Field(ge=2, le=10)] = 4
+    """When the server reports no log-probabilities and review is on: confidence is the
+    share of this many answers (the first at temperature 0, the rest sampled at 0.8) that
+    agree with the first."""
     review_below: Annotated[float, Field(gt=0, le=1)] | None = None
     """Confidence below which a person reviews the choice before the workflow acts on it
     (also when the model gave no confidence or no valid answer). None: never review."""
@@ -164,7 +168,11 @@ class Decision(BaseModel):
     errors: list[str]
     """One short reason per failed attempt ("timeout", "http 429", "invalid JSON", …)."""
     confidence: float | None = None
-    """Probability of the reply's tokens, when the server reported log-probabilities."""
+    """How sure the model was of ``chosen`` among the candidates (0–1); see
+    ``confidence_method``. None when it could not be measured."""
+    confidence_method: Literal["logprobs", "agreement"] | None = None
+    """``logprobs``: the chosen branch's share of the probability the model put on the
+    candidates' first tokens; ``agreement``: share of sampled answers that agree."""
     prompt_version: str
     prompt_tokens: int
     """Summed over all attempts."""
@@ -240,9 +248,15 @@ async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) 
             else:
                 chosen, answer = branch, reply
 
-        confidence = None
-        if answer is not None and answer.logprob is not None:
-            confidence = min(1.0, math.exp(answer.logprob))
+        confidence: float | None = None
+        confidence_method: Literal["logprobs", "agreement"] | None = None
+        if answer is not None and chosen is not None:
+            confidence = branch_confidence(answer, chosen, candidates)
+            if confidence is not None:
+                confidence_method = "logprobs"
+            elif spec.review_below is not None:
+                confidence = await _agreement(spec, llm, messages, schema_name, schema, timeout_s, chosen)
+                confidence_method = "agreement" if confidence is not None else None
         method: Literal["llm", "fallback"] = "llm" if chosen is not None else "fallback"
         needs_review = spec.review_below is not None and (
             method == "fallback" or confidence is None or confidence < spec.review_below
@@ -257,6 +271,7 @@ async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) 
             attempts=attempts,
             errors=errors,
             confidence=confidence,
+            confidence_method=confidence_method,
             prompt_version=spec.prompt_version,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -277,6 +292,67 @@ async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) 
         if llm.record_content:
             span.set_attribute("output.value", _reply_json(decision.chosen))
         return decision
+
+
+_VALUE_START = re.compile(r'"branch"\s*:\s*"')
+
+
+def branch_confidence(reply: LLMReply, chosen: str, candidates: Sequence[str]) -> float | None:
+    """The chosen branch's share of the probability the model gave the candidates.
+
+    At the token where the branch name starts, every alternative the server reported
+    whose text could begin a candidate's name (``ref`` → ``refund``) adds its probability
+    to that candidate (split between candidates it could begin). The grammar would only
+    ever let a candidate through, so renormalising over candidates is what the model
+    "meant". None without per-token log-probabilities.
+    """
+    if not reply.tokens:
+        return None
+    text = "".join(t.token for t in reply.tokens)
+    match = _VALUE_START.search(text)
+    if match is None:
+        return None
+    start, offset = match.end(), 0
+    for token in reply.tokens:
+        if offset <= start < offset + len(token.token):
+            break
+        offset += len(token.token)
+    else:
+        return None
+    head = start - offset  # characters of this token before the branch name
+    mass = dict.fromkeys(candidates, 0.0)
+    for alt, logprob in {token.token: token.logprob, **dict(token.top)}.items():
+        if alt[:head] != token.token[:head] or not (value := alt[head:]):
+            continue
+        fits = [c for c in candidates if c.startswith(value) or value.startswith(c)]
+        for c in fits:
+            mass[c] += math.exp(logprob) / len(fits)
+    total = sum(mass.values())
+    return mass[chosen] / total if total > 0 and mass[chosen] > 0 else None
+
+
+async def _agreement(
+    spec: DecisionSpec,
+    llm: LLMClient,
+    messages: list[dict[str, str]],
+    schema_name: str,
+    schema: dict[str, Any],
+    timeout_s: float,
+    chosen: str,
+) -> float | None:
+    """Self-consistency: the share of sampled answers that agree with ``chosen``."""
+    votes = [chosen]
+    for _ in range(spec.agreement_samples - 1):
+        try:
+            reply = await llm.complete(
+                messages, schema_name=schema_name, schema=schema, timeout_s=timeout_s, temperature=0.8
+            )
+        except InterlockError:
+            continue
+        branch, _ = _read_branch(reply, spec.branch_names)
+        if branch is not None:
+            votes.append(branch)
+    return votes.count(chosen) / len(votes) if len(votes) > 1 else None
 
 
 def render_inputs(fields: Sequence[str], values: Mapping[str, Any]) -> str:

@@ -52,6 +52,20 @@ class LLMRejected(InterlockError):
     """The endpoint refused this request for good (400, 401, 404, 422, …)."""
 
 
+TOP_LOGPROBS = 20
+"""Alternatives asked for per token: enough to see every branch's first token."""
+
+
+class TokenLogprob(BaseModel):
+    """One generated token with its log-probability and the top alternatives there."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
 class LLMReply(BaseModel):
     """What one chat completion call returned. ``problem`` says whether it is usable."""
 
@@ -67,6 +81,8 @@ class LLMReply(BaseModel):
     latency_ms: float
     logprob: float | None = None
     """Sum of the reply tokens' log-probabilities, when asked for and reported."""
+    tokens: tuple[TokenLogprob, ...] = ()
+    """Per reply token: text, log-probability and the most likely alternatives."""
 
     @property
     def problem(self) -> str | None:
@@ -192,6 +208,7 @@ class LLMClient:
         schema_name: str,
         schema: Mapping[str, Any],
         timeout_s: float | None = None,
+        temperature: float | None = None,
     ) -> LLMReply:
         """Make one chat completion call constrained to ``schema``, traced as ``chat <model>``.
 
@@ -201,6 +218,7 @@ class LLMClient:
         client's per-attempt limit, which bounds the whole call, not just each read.
         """
         limit_s = timeout_s if timeout_s is not None else self.timeout_s
+        temperature = self.temperature if temperature is None else temperature
         with self.tracer.start_as_current_span(
             f"chat {self.model}", kind=SpanKind.CLIENT, record_exception=False
         ) as span:
@@ -212,14 +230,14 @@ class LLMClient:
                     "gen_ai.provider.name": "openai",
                     "gen_ai.request.model": self.model,
                     "gen_ai.request.max_tokens": self.max_tokens,
-                    "gen_ai.request.temperature": self.temperature,
+                    "gen_ai.request.temperature": temperature,
                     **self._server_attributes,
                 }
             )
             if self.record_content:
                 span.set_attribute("gen_ai.input.messages", _dump(list(messages)))
             try:
-                reply = await self._call(messages, schema_name, schema, limit_s)
+                reply = await self._call(messages, schema_name, schema, limit_s, temperature)
             except InterlockError as exc:
                 span.set_attribute("error.type", exc.message)
                 span.set_status(Status(StatusCode.ERROR, exc.message))
@@ -246,6 +264,7 @@ class LLMClient:
         schema_name: str,
         schema: Mapping[str, Any],
         limit_s: float,
+        temperature: float,
     ) -> LLMReply:
         started = time.perf_counter()
         try:
@@ -256,13 +275,14 @@ class LLMClient:
                     model=self.model,
                     messages=cast(list[ChatCompletionMessageParam], list(messages)),
                     max_tokens=self.max_tokens,
-                    temperature=self.temperature,
+                    temperature=temperature,
                     stream=False,
                     # A plain dict: the json_object dialect's "schema" key is not in the
                     # openai package's TypedDicts, and servers read it from the body anyway.
                     extra_body={"response_format": self.response_format(schema_name, schema)},
                     timeout=limit_s,
                     logprobs=True if self.logprobs else openai.omit,
+                    top_logprobs=TOP_LOGPROBS if self.logprobs else openai.omit,
                 )
         except (TimeoutError, openai.APITimeoutError) as exc:
             raise LLMUnavailable("timeout") from exc
@@ -289,10 +309,12 @@ def _reply(completion: ChatCompletion, requested_model: str, latency_ms: float) 
     message = choice.message
     usage = completion.usage
     logprob: float | None = None
+    tokens: tuple[TokenLogprob, ...] = ()
     if choice.logprobs is not None and choice.logprobs.content:
         values = [t.logprob for t in choice.logprobs.content]
         if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             logprob = float(sum(values))
+            tokens = tuple(_token(t) for t in choice.logprobs.content)
     return LLMReply(
         content=message.content if isinstance(message.content, str) else None,
         finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else None,
@@ -302,7 +324,17 @@ def _reply(completion: ChatCompletion, requested_model: str, latency_ms: float) 
         model=completion.model if isinstance(completion.model, str) else requested_model,
         latency_ms=latency_ms,
         logprob=logprob,
+        tokens=tokens,
     )
+
+
+def _token(t: Any) -> TokenLogprob:
+    top = tuple(
+        (a.token, float(a.logprob))
+        for a in (t.top_logprobs or [])
+        if isinstance(a.token, str) and isinstance(a.logprob, int | float) and math.isfinite(a.logprob)
+    )
+    return TokenLogprob(token=str(t.token), logprob=float(t.logprob), top=top)
 
 
 def _int(value: object) -> int:

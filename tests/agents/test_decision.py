@@ -132,8 +132,67 @@ async def test_confidence_comes_from_logprobs(fake: FakeOpenAI, provider: Tracer
     async with make_llm(fake.base_url, provider, logprobs=True) as llm:
         decision = await decide(SPEC, REFUND, llm)
 
-    assert fake.requests()[0]["logprobs"] is True
-    assert decision.confidence == pytest.approx(math.exp(-0.105))
+    request = fake.requests()[0]
+    assert (request["logprobs"], request["top_logprobs"]) == (True, 20)
+    assert decision.confidence == pytest.approx(0.9)  # the fake's default share for the choice
+    assert decision.confidence_method == "logprobs"
+
+
+async def test_confidence_is_renormalised_over_the_candidates(
+    fake: FakeOpenAI, provider: TracerProvider
+) -> None:
+    branches = SPEC.branch_names
+    # Probability outside the candidates (0.5 here) does not count: the grammar forbids it.
+    probs = {branches[0]: 0.3, branches[1]: 0.1, branches[2]: 0.1}
+    fake.script([{"kind": "branch", "value": branches[0], "probs": probs}])
+    async with make_llm(fake.base_url, provider, logprobs=True) as llm:
+        decision = await decide(SPEC, REFUND, llm)
+    assert decision.chosen == branches[0]
+    assert decision.confidence == pytest.approx(0.6)
+
+
+def test_branch_confidence_counts_prefix_tokens() -> None:
+    from agents.decision import branch_confidence
+    from agents.llm import LLMReply, TokenLogprob
+
+    tokens = (
+        TokenLogprob(token='{"', logprob=-0.01),
+        TokenLogprob(token="branch", logprob=-0.01),
+        TokenLogprob(token='": "', logprob=-0.01),
+        TokenLogprob(
+            token="ref",
+            logprob=math.log(0.4),
+            top=(
+                ("ref", math.log(0.4)),
+                ("re", math.log(0.2)),
+                ("esc", math.log(0.2)),
+                ("tick", math.log(0.2)),
+            ),
+        ),
+        TokenLogprob(token='und"}', logprob=-0.01),
+    )
+    reply = LLMReply(
+        content='{"branch": "refund"}', finish_reason="stop", refusal=None, prompt_tokens=1,
+        completion_tokens=5, model="m", latency_ms=1, tokens=tokens,
+    )  # fmt: skip
+    # "re" could begin refund or (nothing else here) → refund gets 0.4 + 0.2; escalate 0.2.
+    assert branch_confidence(reply, "refund", ["refund", "escalate", "answer"]) == pytest.approx(0.75)
+    assert branch_confidence(reply.model_copy(update={"tokens": ()}), "refund", ["refund"]) is None
+
+
+async def test_agreement_confidence_without_logprobs(fake: FakeOpenAI, provider: TracerProvider) -> None:
+    branches = SPEC.branch_names
+    spec = SPEC.model_copy(update={"review_below": 0.9, "agreement_samples": 4})
+    fake.script([{"kind": "branch", "value": v} for v in (branches[0], branches[0], branches[1], "nope")])
+    async with make_llm(fake.base_url, provider, logprobs=False) as llm:
+        decision = await decide(spec, REFUND, llm)
+    assert decision.chosen == branches[0]
+    # 3 usable votes (the off-list one is dropped), 2 agree.
+    assert decision.confidence == pytest.approx(2 / 3)
+    assert decision.confidence_method == "agreement"
+    assert decision.needs_review is True
+    temperatures = [r.get("temperature") for r in fake.requests()]
+    assert temperatures == [0.0, 0.8, 0.8, 0.8]
 
 
 # --- faults ----------------------------------------------------------------------------
@@ -386,6 +445,7 @@ async def test_spans_nest_llm_calls_under_the_decision(
         "agent.decision.chosen": "refund",
         "agent.decision.method": "llm",
         "agent.decision.attempts": 1,
+        "agent.decision.needs_review": False,
     }
     attributes = chat.attributes
     assert attributes["openinference.span.kind"] == "LLM"
@@ -447,7 +507,7 @@ async def test_content_is_recorded_when_enabled(
     assert decision.attributes is not None and chat.attributes is not None
     assert "refund my last order" in str(decision.attributes["input.value"])
     assert json.loads(str(decision.attributes["output.value"])) == {"branch": "refund"}
-    assert decision.attributes["agent.decision.confidence"] == pytest.approx(math.exp(-0.105))
+    assert decision.attributes["agent.decision.confidence"] == pytest.approx(0.9)
     assert "refund my last order" in str(chat.attributes["gen_ai.input.messages"])
     output = json.loads(str(chat.attributes["gen_ai.output.messages"]))
     assert json.loads(output[0]["content"]) == {"branch": "refund"}

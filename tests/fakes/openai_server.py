@@ -23,7 +23,8 @@ Scripted faults, consumed one per chat request before the default resumes
 - ``{"kind": "delay", "seconds": 1.0}``: sleep, then answer normally (for client timeouts)
 - ``{"kind": "refusal"}``: ``message.refusal`` set, ``content`` null
 - ``{"kind": "length"}``: truncated content with ``finish_reason: "length"``
-- ``{"kind": "branch", "value": "x"}``: ``{"branch": "x"}``, whatever the schema says
+- ``{"kind": "branch", "value": "x", "probs": {"x": 0.6, "y": 0.4}}``: ``{"branch": "x"}``, whatever the
+  schema says; ``probs`` (optional) sets the log-probabilities reported at the branch name
 
 ``POST /_control/reset`` clears the script and the request log; ``GET /_control/requests``
 returns the chat request bodies received so far; ``GET /v1/models`` lists one model.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import threading
 import time
@@ -125,12 +127,39 @@ def _count_tokens(text: str) -> int:
     return len(re.findall(r"\w+|[^\w\s]", text))
 
 
+def _logprobs(body: dict[str, Any], content: str, probs: dict[str, float] | None) -> dict[str, Any]:
+    """Per-token log-probabilities shaped like llama-server's: the JSON around the branch
+    name is one token each side, and at the name the alternatives are the candidates.
+
+    ``probs`` gives each candidate's probability there; by default the chosen branch gets
+    0.9 and the other candidates share 0.1.
+    """
+    match = re.fullmatch(r'(\{"branch": ")(.*)("\})', content)
+    if match is None:
+        return {"content": [{"token": content, "logprob": -0.105, "bytes": None, "top_logprobs": []}]}
+    head, value, tail = match.groups()
+    enum = _enum_of(body) or [value]
+    if probs is None:
+        others = [c for c in enum if c != value]
+        probs = {value: 0.9, **{c: 0.1 / len(others) for c in others}} if others else {value: 1.0}
+    top = [{"token": c, "logprob": math.log(p), "bytes": None} for c, p in probs.items() if p > 0]
+    chosen = probs.get(value, 0.5)
+    return {
+        "content": [
+            {"token": head, "logprob": -0.01, "bytes": None, "top_logprobs": []},
+            {"token": value, "logprob": math.log(chosen), "bytes": None, "top_logprobs": top},
+            {"token": tail, "logprob": -0.01, "bytes": None, "top_logprobs": []},
+        ]
+    }
+
+
 def _completion(
     body: dict[str, Any],
     *,
     content: str | None,
     finish_reason: str = "stop",
     refusal: str | None = None,
+    probs: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     prompt = " ".join(_text_of(m.get("content")) for m in body.get("messages", []) if isinstance(m, dict))
     completion_tokens = _count_tokens(content or refusal or "")
@@ -141,10 +170,7 @@ def _completion(
         "logprobs": None,
     }
     if body.get("logprobs") and content:
-        # One pseudo-token for the whole reply; enough to exercise confidence handling.
-        choice["logprobs"] = {
-            "content": [{"token": content, "logprob": -0.105, "bytes": None, "top_logprobs": []}]
-        }
+        choice["logprobs"] = _logprobs(body, content, probs)
     prompt_tokens = _count_tokens(prompt)
     return {
         "id": f"chatcmpl-fake-{uuid.uuid4().hex[:12]}",
@@ -185,7 +211,9 @@ def _answer(body: dict[str, Any], behaviour: dict[str, Any] | None) -> tuple[int
         return 200, _completion(body, content='{"branch": "', finish_reason="length")
     if kind == "branch":
         assert behaviour is not None
-        return 200, _completion(body, content=json.dumps({"branch": behaviour.get("value")}))
+        return 200, _completion(
+            body, content=json.dumps({"branch": behaviour.get("value")}), probs=behaviour.get("probs")
+        )
     branch = default_branch(body)
     if branch is None:
         return 200, _completion(body, content="I am not sure what you want me to say.")
