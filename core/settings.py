@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     """OpenAI-compatible endpoint (``…/v1``) for decision nodes."""
 
+    local_llm: bool = True
+    """With no ``llm_base_url``: start the embedded local model (``interlock[local-llm]``:
+    llama-server on SmolLM2-135M) as a child process, when it is installed."""
+
     llm_model: str = "smollm2"
     llm_api_key: SecretStr = SecretStr("not-needed")
     llm_timeout_s: float = 10.0

