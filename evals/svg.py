@@ -163,7 +163,9 @@ def histogram(
 ) -> str:
     """Bars of ``bins``, with optional vertical markers (e.g. percentiles)."""
     xlo, xhi = bins.edges[0], bins.edges[-1]
-    top = max(max(bins.counts, default=0), 1)
+    highest = max(max(bins.counts, default=0), 1)
+    y_step = max(1, int(_nice(highest / 5)))
+    top = math.ceil(highest / y_step) * y_step  # the axis ends on a tick
 
     def px(x: float) -> float:
         return _scale(x, xlo, xhi, _LEFT, _W - _RIGHT)
@@ -173,7 +175,6 @@ def histogram(
 
     step = max(1, math.ceil(len(bins.edges) / 8))
     x_ticks = [(px(e), f"{e:g}{unit}") for e in bins.edges[::step]]
-    y_step = max(1, math.ceil(top / 5))
     y_ticks = [(py(c), str(c)) for c in range(0, top + 1, y_step)]
     parts = _frame(element_id, title, x_label, y_label)
     parts += _axes(x_ticks, y_ticks)
