@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigurationError
-from core.redis import make_client, redis_connection
+from core.redis import check_server, make_client, redis_connection
 from core.settings import Settings
 from evals.baseline import BASELINES_DIR
 from evals.datasets import DATASETS_DIR, write_manifest
@@ -151,6 +151,7 @@ async def _export_from(settings: Settings, out: Path, node: str | None) -> int:
     if url is not None:
         client = make_client(url)
         try:
+            await check_server(client)  # one clear line, not a traceback, when it is unreachable
             return await export_cases(client, settings.key_prefix, out, node=node)
         finally:
             await client.aclose()
