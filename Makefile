@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8123
 LLM_PORT ?= 8124
 
-.PHONY: serve model test lint format bench clean
+.PHONY: serve model test lint format bench bench-api clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Interlock needs Python 3.11+"'
@@ -49,6 +49,12 @@ format: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.checkpointer
+
+# Interlock against the official `langgraph dev` (installed into .bench-venv/ on first use),
+# then what removing one cost at a time saves, then a py-spy profile: ~8 min.
+bench-api: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet py-spy
+	$(BIN)/python -m bench.api --interlock durable,everysec,async-nodes,no-otel --profile 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
