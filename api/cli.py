@@ -64,6 +64,7 @@ def _model_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         slots=args.slots,
         ctx_size=args.ctx_size,
+        cache_ram_mib=args.cache_ram_mib,
     )
     with llm:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -119,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     model_serve.add_argument(
         "--ctx-size", type=int, default=2048, help="KV-cache tokens shared by the slots (default 2048)"
     )
+    model_serve.add_argument(
+        "--cache-ram-mib", type=int, default=128, help="RAM for cached prompt prefixes (default 128)"
+    )
     model_serve.set_defaults(func=_model_serve)
+    # The command line is the outermost shell: the one place allowed to reach evals/.
+    from evals.cli import add_eval_command, add_export_command
+
+    add_eval_command(sub)
+    add_export_command(sub, name="export-decisions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
