@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aredis
 
+from agents.examples import ExampleSelector
 from agents.llm import LLMClient
 
 
@@ -44,4 +45,7 @@ class Context:
     key_prefix: str = "il:"
 
     decisions: DecisionLog = field(default_factory=NoDecisionLog)
+
+    examples: ExampleSelector | None = None
+    """Chooses few-shot examples per input (``agents/examples.py``); None: fixed ones."""
     """The decisions log: inputs, candidates, choice, confidence, model, method."""

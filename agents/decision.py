@@ -21,6 +21,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from opentelemetry.trace import Span
@@ -83,6 +84,12 @@ class DecisionSpec(BaseModel):
     """When the server reports no log-probabilities and review is on: confidence is the
     share of this many answers (the first at temperature 0, the rest sampled at 0.8) that
     agree with the first."""
+    example_pool: str | None = None
+    """JSONL of labelled cases (``{"input": {...}, "expected": "<branch>"}``) to choose
+    few-shot examples from, per input, by similarity (see ``agents/examples.py``)."""
+    nearest_examples: Annotated[int, Field(ge=0, le=16)] = 0
+    """How many of the pool's cases nearest to the input to show instead of ``examples``
+    (0: always show ``examples``). Without the embedding model installed, ``examples``."""
     review_below: Annotated[float, Field(gt=0, le=1)] | None = None
     """Confidence below which a person reviews the choice before the workflow acts on it
     (also when the model gave no confidence or no valid answer). None: never review."""
@@ -118,6 +125,7 @@ class DecisionSpec(BaseModel):
                 "branches": [b.model_dump() for b in self.branches],
                 "inputs": self.inputs,
                 "examples": [e.model_dump() for e in self.examples],
+                "pool": [Path(self.example_pool).name, self.nearest_examples] if self.example_pool else None,
             },
             sort_keys=True,
             ensure_ascii=False,
@@ -134,8 +142,11 @@ class DecisionSpec(BaseModel):
             "additionalProperties": False,
         }
 
-    def messages(self, inputs: Mapping[str, Any]) -> list[dict[str, str]]:
-        """Chat messages for one decision: instructions, examples as turns, then the inputs."""
+    def messages(
+        self, inputs: Mapping[str, Any], examples: Sequence[Example] | None = None
+    ) -> list[dict[str, str]]:
+        """Chat messages for one decision: instructions, examples as turns (``examples``,
+        else the spec's own), then the inputs."""
         menu = "\n".join(f"- {b.name}: {b.description}" for b in self.branches)
         system = (
             f"{self.instructions.strip()}\n\n"
@@ -143,7 +154,7 @@ class DecisionSpec(BaseModel):
             'Reply with JSON only: {"branch": "<branch name>"}'
         )
         messages = [{"role": "system", "content": system}]
-        for example in self.examples:
+        for example in self.examples if examples is None else examples:
             messages.append({"role": "user", "content": render_inputs(self.inputs, example.input)})
             messages.append({"role": "assistant", "content": _reply_json(example.branch)})
         messages.append({"role": "user", "content": render_inputs(self.inputs, inputs)})
@@ -188,7 +199,12 @@ class Decision(BaseModel):
     comment: str | None = None
 
 
-async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) -> Decision:
+async def decide(
+    spec: DecisionSpec,
+    inputs: Mapping[str, Any],
+    llm: LLMClient,
+    examples: Sequence[Example] | None = None,
+) -> Decision:
     """Ask the model to pick a branch of ``spec`` for ``inputs``; fall back if it cannot.
 
     Makes up to ``spec.max_attempts`` (else ``llm.max_attempts``) calls of at most
@@ -196,11 +212,12 @@ async def decide(spec: DecisionSpec, inputs: Mapping[str, Any], llm: LLMClient) 
     error, a refusal, a truncated, empty, non-JSON or off-list reply — costs one attempt
     and is recorded in ``Decision.errors``; an error that retrying cannot fix (say, HTTP
     401) ends the attempts early. Declared input fields missing from ``inputs`` are left
-    out of the prompt. Only cancellation propagates.
+    out of the prompt. ``examples`` (chosen for this input) replace the spec's own.
+    Only cancellation propagates.
     """
     max_attempts = spec.max_attempts or llm.max_attempts
     timeout_s = spec.timeout_s or llm.timeout_s
-    messages = spec.messages(inputs)
+    messages = spec.messages(inputs, examples)
     schema = spec.output_schema()
     schema_name = re.sub(r"[^A-Za-z0-9_-]", "_", spec.name)[:64]
     candidates = spec.branch_names

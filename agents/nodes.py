@@ -12,6 +12,7 @@ Every decision — the model's and a reviewer's — is written to the state
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Hashable, Mapping
 from typing import Any, Protocol
@@ -90,7 +91,13 @@ def decision_node(spec: DecisionSpec, *, route_field: str = "route", record_fiel
 
     async def node(state: Any, config: RunnableConfig, *, runtime: Runtime[Context]) -> dict[str, Any]:
         inputs = {name: state[name] for name in spec.inputs if name in state}
-        decision = await decide(spec, inputs, runtime.context.llm)
+        selector = runtime.context.examples
+        examples = (
+            await asyncio.to_thread(selector.select, spec, inputs)
+            if selector is not None and spec.nearest_examples
+            else None
+        )
+        decision = await decide(spec, inputs, runtime.context.llm, examples)
         log_id = await runtime.context.decisions.append(_log_entry(decision, inputs, config, runtime))
         decision = decision.model_copy(update={"log_id": log_id or None})
         return {route_field: decision.chosen, record_field: decision.model_dump(mode="json")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +39,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 500:
             log.error("unmapped error: %s", exc)
         return error_response(status, type(exc).__name__, exc.message)
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("redis error: %s", exc)
+        return error_response(503, "RedisUnavailable", f"storage is unavailable ({exc}); retry shortly")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

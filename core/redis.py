@@ -163,10 +163,17 @@ async def check_server(client: aredis.Redis) -> str:
     return version
 
 
+SOCKET_TIMEOUT_S = 15.0
+"""Longest wait for any Redis reply. Blocking reads (queue, event streams) block for at
+most 5 s, well inside it (redis-py's own default, 5 s, would cut them off)."""
+
+
 def make_client(url: str, *, max_connections: int = 256) -> aredis.Redis:
     """An asyncio Redis client. Responses stay bytes: payloads are orjson and decode faster
     that way."""
-    return aredis.Redis.from_url(url, max_connections=max_connections, health_check_interval=0)
+    return aredis.Redis.from_url(
+        url, max_connections=max_connections, health_check_interval=0, socket_timeout=SOCKET_TIMEOUT_S
+    )
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.decision import DecisionSpec, decide
+from agents.examples import ExampleSelector, NearestExamples
 from agents.llm import LLMClient
 from core.settings import Settings
 from evals.baseline import BASELINES_DIR, check_baseline, load_baseline, save_baseline, updated_baseline
@@ -119,8 +120,13 @@ async def run_cases(
     *,
     concurrency: int = 1,
     progress: Progress | None = None,
+    selector: ExampleSelector | None = None,
 ) -> list[CaseResult]:
-    """Decide every case with ``spec``, at most ``concurrency`` at a time; results in case order."""
+    """Decide every case with ``spec``, at most ``concurrency`` at a time; results in case order.
+
+    ``selector`` picks few-shot examples per case exactly as the service does (a case
+    never sees itself as an example).
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     slots = asyncio.Semaphore(concurrency)
@@ -128,7 +134,12 @@ async def run_cases(
 
     async def one(i: int, case: Case) -> None:
         async with slots:
-            decision = await decide(spec, case.input, llm)
+            examples = (
+                await asyncio.to_thread(selector.select, spec, case.input)
+                if selector is not None and spec.nearest_examples
+                else None
+            )
+            decision = await decide(spec, case.input, llm, examples)
         result = CaseResult(
             id=case.id,
             expected=case.expected,
@@ -238,7 +249,16 @@ async def execute(
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
         progress = Progress(len(cases), err, enabled=options.progress)
-        results = await run_cases(spec, cases, llm, concurrency=options.concurrency, progress=progress)
+        selector = NearestExamples.if_installed() if spec.nearest_examples else None
+        if spec.nearest_examples:
+            err.write(
+                f"few-shot: {spec.nearest_examples} nearest of {spec.example_pool}\n"
+                if selector is not None
+                else "few-shot: embedding model not installed, fixed examples\n"
+            )
+        results = await run_cases(
+            spec, cases, llm, concurrency=options.concurrency, progress=progress, selector=selector
+        )
         duration_s = time.perf_counter() - clock
 
     run = EvalRun(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aredis
 
 from agents.context import Context
+from agents.examples import NearestExamples
 from agents.llm import LLMClient
 from core.llm_server import EmbeddedLLM, local_model_available
 from core.redis import redis_connection
@@ -84,7 +85,13 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
         saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
         llm = await stack.enter_async_context(llm_client(settings))
         decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
-        context = Context(llm=llm, redis=client, key_prefix=settings.key_prefix, decisions=decisions)
+        context = Context(
+            llm=llm,
+            redis=client,
+            key_prefix=settings.key_prefix,
+            decisions=decisions,
+            examples=NearestExamples.if_installed(),
+        )
         graphs = compile_all(registry, saver)
         engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions)
         for _ in range(workers):

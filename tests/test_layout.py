@@ -20,6 +20,12 @@ ALLOWED = {
 }
 OURS = set(ALLOWED) | {"tests", "evals", "bench"}
 
+# Deliberate exceptions, each with its reason.
+EXCEPTIONS = {
+    # The `interlock` command line is the outermost shell: `interlock eval` runs evals/.
+    ("api/cli.py", "evals"),
+}
+
 
 def test_agents_is_ours_not_openai_agents() -> None:
     assert Path(agents.__file__).resolve().is_relative_to(ROOT)
@@ -40,5 +46,7 @@ def test_imports_run_one_way() -> None:
     for package, allowed in ALLOWED.items():
         for path in (ROOT / package).rglob("*.py"):
             for imported in _imports(path) - allowed - {package}:
+                if (str(path.relative_to(ROOT)), imported) in EXCEPTIONS:
+                    continue
                 wrong.append(f"{path.relative_to(ROOT)} imports {imported}")
     assert wrong == []

@@ -18,6 +18,7 @@ for a person through ``interrupt()``. Customer data comes from a small demo CRM
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -67,6 +68,11 @@ TRIAGE = DecisionSpec(
     ],
     fallback="escalate",
     inputs=["ticket"],
+    # The dev split of the eval dataset (evals/datasets/support_triage.triage), as
+    # labelled cases to pick the 4 nearest few-shot examples from; `examples` below are
+    # used when the embedding model (interlock[fewshot]) is not installed.
+    example_pool=str(Path(__file__).parent / "triage_examples.jsonl"),
+    nearest_examples=4,
     examples=[
         Example(input={"ticket": "The blender arrived broken, I want my money back."}, branch="refund"),
         Example(input={"ticket": "How long does shipping to Austria take?"}, branch="answer"),
