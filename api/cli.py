@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     add_export_command(sub, name="export-decisions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2"):  # one line per LLM request drowns everything else
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except ConfigurationError as e:

