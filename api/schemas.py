@@ -27,14 +27,141 @@ class ThreadCreate(BaseModel):
     if_exists: Literal["raise", "do_nothing"] = "raise"
 
 
-class AssistantSearch(BaseModel):
+AssistantField = Literal[
+    "assistant_id", "graph_id", "name", "description", "config", "context",
+    "created_at", "updated_at", "metadata", "version",
+]  # fmt: skip
+ThreadField = Literal[
+    "thread_id", "created_at", "updated_at", "metadata", "config", "context",
+    "status", "values", "interrupts",
+]  # fmt: skip
+SortOrder = Literal["asc", "desc"]
+
+
+def _check_config(config: dict[str, Any] | None) -> None:
+    if config and not isinstance(config.get("configurable", {}), dict):
+        raise ValueError("config.configurable must be an object")
+
+
+class AssistantCreate(BaseModel):
+    """Body of ``POST /assistants``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    graph_id: str
+    assistant_id: str | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+    name: str | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _config_shape(self) -> AssistantCreate:
+        _check_config(self.config)
+        return self
+
+
+class AssistantPatch(BaseModel):
+    """Body of ``PATCH /assistants/{id}``: each field sent replaces the current one in a new
+    version (``metadata`` is merged)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    graph_id: str | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _config_shape(self) -> AssistantPatch:
+        _check_config(self.config)
+        return self
+
+
+class AssistantCount(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     graph_id: str | None = None
     name: str | None = None
+    """Case-insensitive substring of the assistant's name."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssistantSearch(AssistantCount):
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] = "created_at"
+    sort_order: SortOrder = "desc"
+    select: list[AssistantField] | None = None
+
+
+class AssistantVersionsSearch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     metadata: dict[str, Any] = Field(default_factory=dict)
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
+
+
+class AssistantLatest(BaseModel):
+    """Body of ``POST /assistants/{id}/latest``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = Field(ge=1)
+
+
+class ThreadCount(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    values: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+
+
+class ThreadSearch(ThreadCount):
+    ids: list[str] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
+    sort_order: SortOrder = "desc"
+    select: list[ThreadField] | None = None
+
+
+class ThreadPatch(BaseModel):
+    """Body of ``PATCH /threads/{id}``: ``metadata`` is merged into the thread's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ThreadStateUpdate(BaseModel):
+    """Body of ``POST /threads/{id}/state``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    values: dict[str, Any] | list[dict[str, Any]] | None = None
+    as_node: str | None = None
+    checkpoint_id: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def target_checkpoint_id(self) -> str | None:
+        return self.checkpoint_id or (self.checkpoint or {}).get("checkpoint_id")
+
+
+class ThreadPrune(BaseModel):
+    """Body of ``POST /threads/prune``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thread_ids: list[str] = Field(min_length=1, max_length=1000)
+    strategy: Literal["delete", "keep_latest"] = "delete"
 
 
 class HistoryRequest(BaseModel):

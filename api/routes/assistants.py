@@ -1,24 +1,54 @@
-"""Assistants. Each registered graph has a default assistant whose id is
-``uuid5(graph_id)`` (as in the Agent Server); the graph id is accepted as its id too."""
+"""Assistants: a graph plus the config, context and metadata its runs start from.
+
+Each registered graph has a read-only default assistant whose id is ``uuid5(graph_id)``
+(as in the Agent Server); the graph id is accepted as its id too. Assistants created over
+the API are stored in Redis (``store/assistants.py``) and versioned: every PATCH writes a
+new version, ``POST /assistants/{id}/latest`` makes an older one current again.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query, Response
+from langgraph.pregel import Pregel
+from pydantic import TypeAdapter, create_model
+from starlette.responses import PlainTextResponse
 
 from api.deps import EngineDep
-from api.schemas import AssistantSearch, iso
-from core.errors import NotFound
-from core.ids import default_assistant_id
+from api.routes.threads import delete_threads_of_assistant
+from api.schemas import (
+    AssistantCount,
+    AssistantCreate,
+    AssistantLatest,
+    AssistantPatch,
+    AssistantSearch,
+    AssistantVersionsSearch,
+    iso,
+)
+from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import default_assistant_id, is_uuid, new_id
 from runs.engine import Engine
+from store.assistants import AssistantStore, contains
+
+log = logging.getLogger("interlock.api")
 
 router = APIRouter(tags=["assistants"])
 
 _EPOCH_MS = 0
 
 
-def default_assistant(engine: Engine, graph_id: str) -> dict[str, Any]:
+def get_assistants(engine: EngineDep) -> AssistantStore:
+    return AssistantStore(engine.redis, prefix=engine.settings.key_prefix)
+
+
+AssistantsDep = Annotated[AssistantStore, Depends(get_assistants)]
+
+
+def _default_doc(engine: Engine, graph_id: str) -> dict[str, Any]:
     entry = engine.registry.get(graph_id)
     return {
         "assistant_id": default_assistant_id(graph_id),
@@ -29,36 +59,378 @@ def default_assistant(engine: Engine, graph_id: str) -> dict[str, Any]:
         "context": {},
         "metadata": {"created_by": "system"},
         "version": 1,
-        "created_at": iso(_EPOCH_MS),
-        "updated_at": iso(_EPOCH_MS),
+        "created_at": _EPOCH_MS,
+        "updated_at": _EPOCH_MS,
     }
 
 
-def resolve_assistant(engine: Engine, assistant_id: str) -> dict[str, Any]:
-    """The assistant named by an assistant id or a graph id; NotFound otherwise."""
+def default_assistant(engine: Engine, graph_id: str) -> dict[str, Any]:
+    return assistant_view(_default_doc(engine, graph_id))
+
+
+def assistant_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """An assistant (or a version) as the protocol shows it: ISO timestamps."""
+    view = dict(doc)
+    for field in ("created_at", "updated_at"):
+        if field in view:
+            view[field] = iso(view[field])
+    return view
+
+
+def _default_graph(engine: Engine, assistant_id: str) -> str | None:
+    """The graph whose default assistant ``assistant_id`` names (by graph id or uuid5)."""
     if assistant_id in engine.registry:
-        return default_assistant(engine, assistant_id)
-    for graph_id in engine.registry.ids():
-        if default_assistant_id(graph_id) == assistant_id:
-            return default_assistant(engine, graph_id)
-    raise NotFound(
+        return assistant_id
+    return next((g for g in engine.registry.ids() if default_assistant_id(g) == assistant_id), None)
+
+
+def _not_found(engine: Engine, assistant_id: str) -> NotFound:
+    return NotFound(
         f"assistant '{assistant_id}' not found; use a graph id ({', '.join(engine.registry.ids())}) "
         "or an assistant id from POST /assistants/search"
     )
 
 
-@router.post("/assistants/search")
-async def search_assistants(body: AssistantSearch, engine: EngineDep) -> list[dict[str, Any]]:
-    found = [default_assistant(engine, gid) for gid in engine.registry.ids()]
+def resolve_assistant(engine: Engine, assistant_id: str) -> dict[str, Any]:
+    """The default assistant named by an assistant id or a graph id; NotFound otherwise.
+
+    Only knows the defaults: use :func:`resolve_assistant_async` to find stored ones too."""
+    graph_id = _default_graph(engine, assistant_id)
+    if graph_id is None:
+        raise _not_found(engine, assistant_id)
+    return default_assistant(engine, graph_id)
+
+
+async def _find(engine: Engine, store: AssistantStore, assistant_id: str) -> dict[str, Any] | None:
+    """A default or stored assistant as the protocol shows it, or None."""
+    graph_id = _default_graph(engine, assistant_id)
+    if graph_id is not None:
+        return default_assistant(engine, graph_id)
+    doc = await store.get(assistant_id)
+    return assistant_view(doc) if doc else None
+
+
+async def resolve_assistant_async(engine: Engine, assistant_id: str) -> dict[str, Any]:
+    """The assistant a run names (graph id, default assistant id or stored assistant id),
+    with a graph this service can run; NotFound otherwise."""
+    found = await _find(engine, get_assistants(engine), assistant_id)
+    if found is None:
+        raise _not_found(engine, assistant_id)
+    if found["graph_id"] not in engine.registry:
+        raise NotFound(
+            f"assistant {assistant_id} uses graph '{found['graph_id']}', which is not registered here "
+            f"({', '.join(engine.registry.ids())})"
+        )
+    return found
+
+
+def run_settings(
+    assistant: dict[str, Any], config: dict[str, Any] | None, context: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A run's ``(config, context)``: the assistant's, with the run's own merged over them
+    (``configurable`` and ``metadata`` key by key, ``tags`` added)."""
+    base: dict[str, Any] = assistant.get("config") or {}
+    own = config or {}
+    merged = {**base, **own}
+    for field in ("configurable", "metadata"):
+        if field in base or field in own:
+            merged[field] = {**(base.get(field) or {}), **(own.get(field) or {})}
+    if "tags" in base or "tags" in own:
+        merged["tags"] = list(dict.fromkeys([*(base.get("tags") or []), *(own.get("tags") or [])]))
+    merged_context = {**(assistant.get("context") or {}), **(context or {})}
+    return merged, (merged_context or context)
+
+
+async def _require(engine: Engine, store: AssistantStore, assistant_id: str) -> dict[str, Any]:
+    found = await _find(engine, store, assistant_id)
+    if found is None:
+        raise NotFound(f"assistant {assistant_id} not found")
+    return found
+
+
+def _refuse_default(engine: Engine, assistant_id: str, action: str) -> None:
+    graph_id = _default_graph(engine, assistant_id)
+    if graph_id is not None:
+        raise Conflict(
+            f"assistant {assistant_id} is the default assistant of graph '{graph_id}' and cannot be "
+            f"{action}; create your own with POST /assistants"
+        )
+
+
+def _check_graph(engine: Engine, graph_id: str) -> None:
+    if graph_id not in engine.registry:
+        raise NotFound(
+            f"graph '{graph_id}' is not registered; registered: {', '.join(engine.registry.ids())}"
+        )
+
+
+@router.post("/assistants")
+async def create_assistant(body: AssistantCreate, engine: EngineDep, store: AssistantsDep) -> dict[str, Any]:
+    _check_graph(engine, body.graph_id)
+    assistant_id = body.assistant_id or new_id()
+    if not is_uuid(assistant_id):
+        raise InvalidInput(f"assistant_id must be a UUID, got '{assistant_id}'")
+    if _default_graph(engine, assistant_id) is not None:
+        if body.if_exists == "do_nothing":
+            return resolve_assistant(engine, assistant_id)
+        raise Conflict(f"assistant {assistant_id} already exists (the default assistant of a graph)")
+    doc = await store.create(
+        assistant_id,
+        graph_id=body.graph_id,
+        name=body.name or "Untitled",
+        description=body.description,
+        config=body.config or {},
+        context=body.context or {},
+        metadata=body.metadata or {},
+        if_exists=body.if_exists,
+    )
+    return assistant_view(doc)
+
+
+def _select(items: list[dict[str, Any]], select: Sequence[str] | None) -> list[dict[str, Any]]:
+    if not select:
+        return items
+    return [{k: v for k, v in item.items() if k in select} for item in items]
+
+
+async def _matching(engine: Engine, store: AssistantStore, body: AssistantCount) -> list[dict[str, Any]]:
+    found = [_default_doc(engine, g) for g in engine.registry.ids()]
+    found += await store.all()
     if body.graph_id is not None:
         found = [a for a in found if a["graph_id"] == body.graph_id]
-    if body.name is not None:
-        found = [a for a in found if a["name"] == body.name]
+    if body.name:
+        wanted = body.name.lower()
+        found = [a for a in found if wanted in (a["name"] or "").lower()]
     if body.metadata:
-        found = [a for a in found if all(a["metadata"].get(k) == v for k, v in body.metadata.items())]
-    return found[body.offset : body.offset + body.limit]
+        found = [a for a in found if contains(a["metadata"], body.metadata)]
+    return found
+
+
+@router.post("/assistants/search")
+async def search_assistants(
+    body: AssistantSearch, engine: EngineDep, store: AssistantsDep, response: Response
+) -> list[dict[str, Any]]:
+    found = await _matching(engine, store, body)
+    fold = body.sort_by in ("name", "graph_id")
+    found.sort(
+        key=lambda a: (str(a[body.sort_by] or "").lower() if fold else a[body.sort_by], a["assistant_id"]),
+        reverse=body.sort_order == "desc",
+    )
+    page = found[body.offset : body.offset + body.limit]
+    response.headers["X-Pagination-Total"] = str(len(found))
+    if body.offset + body.limit < len(found):
+        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
+    return _select([assistant_view(a) for a in page], body.select)
+
+
+@router.post("/assistants/count")
+async def count_assistants(body: AssistantCount, engine: EngineDep, store: AssistantsDep) -> int:
+    return len(await _matching(engine, store, body))
 
 
 @router.get("/assistants/{assistant_id}")
-async def get_assistant(assistant_id: str, engine: EngineDep) -> dict[str, Any]:
-    return resolve_assistant(engine, assistant_id)
+async def get_assistant(assistant_id: str, engine: EngineDep, store: AssistantsDep) -> dict[str, Any]:
+    return await _require(engine, store, assistant_id)
+
+
+@router.patch("/assistants/{assistant_id}")
+async def patch_assistant(
+    assistant_id: str, body: AssistantPatch, engine: EngineDep, store: AssistantsDep
+) -> dict[str, Any]:
+    _refuse_default(engine, assistant_id, "changed")
+    if body.graph_id is not None:
+        _check_graph(engine, body.graph_id)
+    changes = body.model_dump(exclude_none=True)
+    return assistant_view(await store.patch(assistant_id, changes))
+
+
+@router.delete("/assistants/{assistant_id}", status_code=204)
+async def delete_assistant(
+    assistant_id: str, engine: EngineDep, store: AssistantsDep, delete_threads: bool = False
+) -> Response:
+    _refuse_default(engine, assistant_id, "deleted")
+    if await store.get(assistant_id) is None:
+        raise NotFound(f"assistant {assistant_id} not found")
+    if delete_threads:
+        await delete_threads_of_assistant(engine, assistant_id)
+    if not await store.delete(assistant_id):
+        raise NotFound(f"assistant {assistant_id} not found")
+    return Response(status_code=204)
+
+
+@router.post("/assistants/{assistant_id}/versions")
+async def list_versions(
+    assistant_id: str, body: AssistantVersionsSearch, engine: EngineDep, store: AssistantsDep
+) -> list[dict[str, Any]]:
+    graph_id = _default_graph(engine, assistant_id)
+    if graph_id is not None:
+        default = default_assistant(engine, graph_id)
+        del default["updated_at"]
+        versions = [default]
+    else:
+        stored = await store.versions(assistant_id)
+        if stored is None:
+            raise NotFound(f"assistant {assistant_id} not found")
+        versions = [assistant_view(v) for v in stored]
+    if body.metadata:
+        versions = [v for v in versions if contains(v["metadata"], body.metadata)]
+    return versions[body.offset : body.offset + body.limit]
+
+
+@router.post("/assistants/{assistant_id}/latest")
+async def set_latest_version(
+    assistant_id: str, body: AssistantLatest, engine: EngineDep, store: AssistantsDep
+) -> dict[str, Any]:
+    graph_id = _default_graph(engine, assistant_id)
+    if graph_id is not None:
+        if body.version != 1:
+            raise NotFound(f"assistant {assistant_id} has no version {body.version} (defaults have only 1)")
+        return default_assistant(engine, graph_id)
+    return assistant_view(await store.set_latest(assistant_id, body.version))
+
+
+# --- the graph behind an assistant ----------------------------------------------------
+
+
+async def _graph(
+    engine: Engine, store: AssistantStore, assistant_id: str
+) -> tuple[str, Pregel[Any, Any, Any, Any]]:
+    """``(graph_id, compiled graph)`` of an assistant."""
+    graph_id = (await _require(engine, store, assistant_id))["graph_id"]
+    graph = engine.graphs.get(graph_id)
+    if graph is None:
+        raise NotFound(f"graph '{graph_id}' of assistant {assistant_id} is not registered here")
+    return graph_id, graph
+
+
+def _xray(value: str | None) -> bool | int:
+    if value is None or value in ("false", "False"):
+        return False
+    if value in ("true", "True"):
+        return True
+    try:
+        depth = int(value)
+    except ValueError:
+        depth = 0
+    if depth <= 0:
+        raise InvalidInput(f"xray must be true, false or a positive depth, got '{value}'")
+    return depth
+
+
+@router.get("/assistants/{assistant_id}/graph", response_model=None)
+async def get_assistant_graph(
+    assistant_id: str,
+    engine: EngineDep,
+    store: AssistantsDep,
+    xray: str | None = None,
+    format: Literal["json", "mermaid"] = "json",
+) -> dict[str, Any] | PlainTextResponse:
+    """Nodes and edges like the Agent Server (``?xray=true|<depth>`` draws subgraphs in);
+    ``?format=mermaid`` answers a Mermaid flowchart as text."""
+    _, graph = await _graph(engine, store, assistant_id)
+    try:
+        drawable = await graph.aget_graph(xray=_xray(xray))
+    except NotImplementedError:
+        raise InvalidInput(f"the graph of assistant {assistant_id} cannot be drawn") from None
+    if format == "mermaid":
+        return PlainTextResponse(drawable.draw_mermaid())
+    drawn: dict[str, Any] = drawable.to_json()
+    for node in drawn.get("nodes", []):
+        if isinstance(node.get("data"), dict):
+            node["data"].pop("id", None)  # the runnable's class path: internal detail
+    return drawn
+
+
+def _state_jsonschema(graph: Pregel[Any, Any, Any, Any]) -> dict[str, Any]:
+    """The state's channels as one object schema; a channel pydantic cannot describe is Any."""
+    fields: dict[str, Any] = {}
+    for name in graph.stream_channels_list:
+        update_type = getattr(graph.channels[name], "UpdateType", Any)
+        try:
+            TypeAdapter(update_type).json_schema()
+            fields[name] = (update_type, None)
+        except Exception:
+            fields[name] = (Any, None)
+    schema: dict[str, Any] = create_model(graph.get_name("State"), **fields).model_json_schema()
+    return schema
+
+
+def _configurable_jsonschema(graph: Pregel[Any, Any, Any, Any]) -> dict[str, Any]:
+    """The schema of ``config.configurable`` (langgraph < 0.6 style graphs), or {}."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # config_schema() is deprecated in favour of context
+        model = graph.config_schema()
+    fields = getattr(model, "model_fields", {})
+    if "configurable" not in fields:
+        return {}
+    annotation: Any = fields["configurable"].annotation
+    schema: dict[str, Any] = TypeAdapter(annotation).json_schema()
+    for internal in (
+        "__pregel_checkpointer",
+        "__pregel_store",
+        "checkpoint_id",
+        "checkpoint_ns",
+        "thread_id",
+    ):
+        schema.get("properties", {}).pop(internal, None)
+    return schema
+
+
+def _schema_or_none(graph: Pregel[Any, Any, Any, Any], what: str, build: Any) -> dict[str, Any] | None:
+    try:
+        schema: dict[str, Any] = build()
+        return schema
+    except Exception as e:
+        log.info("graph %s has no JSON %s schema: %s: %s", graph.name, what, type(e).__name__, e)
+        return None
+
+
+_SCHEMAS = ("input_schema", "output_schema", "state_schema", "config_schema", "context_schema")
+
+
+def graph_schemas(graph: Pregel[Any, Any, Any, Any]) -> dict[str, Any]:
+    """Input, output, state, config and context JSON schemas; None where a schema holds
+    types JSON Schema cannot describe (e.g. a context carrying live clients)."""
+    return {
+        "input_schema": _schema_or_none(graph, "input", graph.get_input_jsonschema),
+        "output_schema": _schema_or_none(graph, "output", graph.get_output_jsonschema),
+        "state_schema": _schema_or_none(graph, "state", lambda: _state_jsonschema(graph)),
+        "config_schema": _schema_or_none(graph, "config", lambda: _configurable_jsonschema(graph)),
+        "context_schema": _schema_or_none(graph, "context", graph.get_context_jsonschema),
+    }
+
+
+@router.get("/assistants/{assistant_id}/schemas")
+async def get_assistant_schemas(assistant_id: str, engine: EngineDep, store: AssistantsDep) -> dict[str, Any]:
+    graph_id, graph = await _graph(engine, store, assistant_id)
+    return {"graph_id": graph_id, **graph_schemas(graph)}
+
+
+def _subgraph_schemas(subgraph: object) -> dict[str, Any]:
+    if isinstance(subgraph, Pregel):
+        return graph_schemas(subgraph)
+    return dict.fromkeys(_SCHEMAS)  # a remote graph: nothing to introspect here
+
+
+async def _subgraphs(
+    engine: Engine, store: AssistantStore, assistant_id: str, namespace: str | None, recurse: bool
+) -> dict[str, Any]:
+    _, graph = await _graph(engine, store, assistant_id)
+    return {
+        ns: _subgraph_schemas(sub)
+        async for ns, sub in graph.aget_subgraphs(namespace=namespace, recurse=recurse)
+    }
+
+
+@router.get("/assistants/{assistant_id}/subgraphs")
+async def get_subgraphs(
+    assistant_id: str, engine: EngineDep, store: AssistantsDep, recurse: bool = Query(False)
+) -> dict[str, Any]:
+    return await _subgraphs(engine, store, assistant_id, None, recurse)
+
+
+@router.get("/assistants/{assistant_id}/subgraphs/{namespace}")
+async def get_subgraphs_in(
+    assistant_id: str, namespace: str, engine: EngineDep, store: AssistantsDep, recurse: bool = Query(False)
+) -> dict[str, Any]:
+    return await _subgraphs(engine, store, assistant_id, namespace, recurse)

@@ -1,20 +1,44 @@
-"""Threads, their state and their history."""
+"""Threads, their state and their history; search, change, copy and delete them.
+
+Thread records and runs live in ``store/runs.py``; the administrative writes (metadata,
+delete, copy, recording a state changed outside a run) in ``store/threads.py``. A thread
+with an active run cannot be deleted or have its state changed (409): a run owns its
+thread until it ends.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
+from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
 
 from api.deps import EngineDep
-from api.schemas import HistoryRequest, ThreadCreate, iso
-from core.errors import InvalidInput, NotFound
+from api.schemas import (
+    HistoryRequest,
+    ThreadCount,
+    ThreadCreate,
+    ThreadPatch,
+    ThreadPrune,
+    ThreadSearch,
+    ThreadStateUpdate,
+    iso,
+)
+from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import is_uuid, new_id
 from runs.compile import CompiledGraph
 from runs.engine import Engine
+from store.threads import ThreadAdmin, ThreadFilter
 
 router = APIRouter(tags=["threads"])
+
+
+def get_thread_admin(engine: EngineDep) -> ThreadAdmin:
+    return ThreadAdmin(engine.redis, prefix=engine.settings.key_prefix)
+
+
+ThreadAdminDep = Annotated[ThreadAdmin, Depends(get_thread_admin)]
 
 
 def thread_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -180,3 +204,190 @@ async def get_history(
     before: str | None = None,
 ) -> list[dict[str, Any]]:
     return await _history(engine, thread_id, HistoryRequest(limit=limit, before=before))
+
+
+# --- search, change, copy, delete -------------------------------------------------------
+
+
+def _filter(body: ThreadCount, ids: list[str] | None = None) -> ThreadFilter:
+    return ThreadFilter(ids=ids, metadata=body.metadata, values=body.values, status=body.status)
+
+
+@router.post("/threads/search")
+async def search_threads(
+    body: ThreadSearch, admin: ThreadAdminDep, response: Response
+) -> list[dict[str, Any]]:
+    page, total = await admin.search(
+        _filter(body, body.ids),
+        limit=body.limit,
+        offset=body.offset,
+        sort_by=body.sort_by,
+        sort_order=body.sort_order,
+    )
+    response.headers["X-Pagination-Total"] = str(total)
+    if body.offset + body.limit < total:
+        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
+    views = [thread_view(r) for r in page]
+    if body.select:
+        views = [{k: v for k, v in view.items() if k in body.select} for view in views]
+    return views
+
+
+@router.post("/threads/count")
+async def count_threads(body: ThreadCount, admin: ThreadAdminDep) -> int:
+    return await admin.count(_filter(body))
+
+
+@router.patch("/threads/{thread_id}", response_model=None)
+async def patch_thread(
+    thread_id: str,
+    body: ThreadPatch,
+    engine: EngineDep,
+    admin: ThreadAdminDep,
+    prefer: str | None = Header(default=None),
+) -> dict[str, Any] | Response:
+    await admin.merge_metadata(thread_id, body.metadata)
+    if prefer and "return=minimal" in prefer:
+        return Response(status_code=204)
+    return thread_view(await require_thread(engine, thread_id))
+
+
+async def _delete(engine: Engine, admin: ThreadAdmin, thread_id: str) -> None:
+    # The checkpoints go in the same atomic step: they carry the thread's hash tag.
+    await admin.delete(thread_id, engine.saver.thread_keys(thread_id))
+
+
+@router.delete("/threads/{thread_id}", status_code=204)
+async def delete_thread(thread_id: str, engine: EngineDep, admin: ThreadAdminDep) -> Response:
+    await _delete(engine, admin, thread_id)
+    return Response(status_code=204)
+
+
+async def delete_threads_of_assistant(engine: Engine, assistant_id: str) -> int:
+    """Delete every thread whose runs used ``assistant_id``; refuses (writing nothing)
+    while any of them has an active run. Returns how many were deleted."""
+    admin = get_thread_admin(engine)
+    found, _ = await admin.search(
+        ThreadFilter(metadata={"assistant_id": assistant_id}), limit=10**9, offset=0
+    )
+    busy = [r["thread_id"] for r in found if r["active_run"]]
+    if busy:
+        raise Conflict(f"threads {busy} of assistant {assistant_id} have active runs; nothing was deleted")
+    for record in found:
+        await _delete(engine, admin, record["thread_id"])
+    return len(found)
+
+
+@router.post("/threads/prune")
+async def prune_threads(body: ThreadPrune, engine: EngineDep, admin: ThreadAdminDep) -> dict[str, int]:
+    """``delete``: delete the threads; ``keep_latest``: keep only their latest checkpoint.
+    Unknown threads and threads with an active run are skipped; the count says how many
+    were pruned."""
+    pruned = 0
+    for thread_id in dict.fromkeys(body.thread_ids):
+        try:
+            if body.strategy == "delete":
+                await _delete(engine, admin, thread_id)
+            else:
+                record = await require_thread(engine, thread_id)
+                if record["active_run"]:
+                    continue
+                await engine.saver.aprune([thread_id], strategy="keep_latest")
+        except (NotFound, Conflict):
+            continue
+        pruned += 1
+    return {"pruned_count": pruned}
+
+
+def _interrupts(snapshot: StateSnapshot) -> dict[str, list[dict[str, Any]]]:
+    """Pending interrupts by task id, as the thread record keeps them."""
+    return {
+        t.id: [{"value": i.value, "id": i.id} for i in t.interrupts] for t in snapshot.tasks if t.interrupts
+    }
+
+
+@router.post("/threads/{thread_id}/copy")
+async def copy_thread(thread_id: str, engine: EngineDep, admin: ThreadAdminDep) -> dict[str, Any]:
+    """A new thread with the same checkpoints and metadata. Its status is ``idle``, or
+    ``interrupted`` when the copied state waits on an interrupt (so it can be resumed)."""
+    record = await require_thread(engine, thread_id)
+    source = await admin.raw(thread_id)
+    if source is None:
+        raise NotFound(f"thread {thread_id} not found")
+    copy_id = new_id()
+    await engine.saver.acopy_thread(thread_id, copy_id)
+    try:
+        graph = _graph_of(engine, record)
+        values: Any = None
+        interrupts: dict[str, list[dict[str, Any]]] = {}
+        if graph is not None:
+            snapshot = await graph.aget_state({"configurable": {"thread_id": copy_id}})
+            if snapshot.config:
+                values, interrupts = snapshot.values, _interrupts(snapshot)
+        await admin.create_copy(
+            source,
+            copy_id,
+            status="interrupted" if interrupts else "idle",
+            values=values,
+            interrupts=interrupts,
+        )
+    except BaseException:
+        await engine.saver.adelete_thread(copy_id)  # no record: leave no orphan checkpoints
+        raise
+    return thread_view(await require_thread(engine, copy_id))
+
+
+def _check_update_keys(graph: CompiledGraph, values: Any) -> None:
+    if not isinstance(values, dict):
+        return
+    channels = {c for c in graph.channels if not c.startswith(("__", "branch:"))}
+    unknown = sorted(set(values) - channels)
+    if unknown:
+        raise InvalidInput(
+            f"values: {unknown} are not keys of the graph's state ({', '.join(sorted(channels))})"
+        )
+
+
+@router.post("/threads/{thread_id}/state")
+async def update_state(
+    thread_id: str, body: ThreadStateUpdate, engine: EngineDep, admin: ThreadAdminDep
+) -> dict[str, Any]:
+    """Write a new checkpoint as if ``as_node`` had returned ``values`` (from the latest
+    checkpoint, or from ``checkpoint_id`` to fork); answers ``{"checkpoint": …}``."""
+    record = await require_thread(engine, thread_id)
+    if record["active_run"]:
+        raise Conflict(
+            f"thread {thread_id} has an active run ({record['active_run']}); update its state after it ends"
+        )
+    graph_id = record["graph_id"] or record["metadata"].get("graph_id")
+    if not graph_id:
+        raise Conflict(
+            f"thread {thread_id} has no graph yet: run it once, or create it with metadata.graph_id"
+        )
+    graph = engine.graphs.get(graph_id)
+    if graph is None:
+        raise InvalidInput(f"thread {thread_id} names graph '{graph_id}', which is not registered here")
+    configurable: dict[str, Any] = {
+        "thread_id": thread_id,
+        "checkpoint_ns": (body.checkpoint or {}).get("checkpoint_ns") or "",
+    }
+    if checkpoint_id := body.target_checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+        # langgraph would silently start from an empty state: refuse an unknown checkpoint.
+        if await engine.saver.aget_tuple({"configurable": configurable}) is None:
+            raise NotFound(f"checkpoint {checkpoint_id} not found on thread {thread_id}")
+    _check_update_keys(graph, body.values)
+    try:
+        written = await graph.aupdate_state({"configurable": configurable}, body.values, as_node=body.as_node)
+    except (InvalidUpdateError, KeyError, ValueError, TypeError) as e:
+        raise InvalidInput(f"the graph refused the update: {type(e).__name__}: {e}") from None
+    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    interrupts = _interrupts(snapshot)
+    await admin.record_state(
+        thread_id,
+        graph_id=graph_id,
+        status="interrupted" if interrupts else "idle",
+        values=snapshot.values,
+        interrupts=interrupts,
+    )
+    return {"checkpoint": _checkpoint(written)}
