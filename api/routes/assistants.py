@@ -8,17 +8,15 @@ new version, ``POST /assistants/{id}/latest`` makes an older one current again.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from langgraph.pregel import Pregel
-from pydantic import TypeAdapter, create_model
 from starlette.responses import PlainTextResponse
 
 from api.deps import EngineDep
+from api.graph_schemas import graph_schemas, subgraph_schemas
 from api.routes.threads import delete_threads_of_assistant
 from api.schemas import (
     AssistantCount,
@@ -33,8 +31,6 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import default_assistant_id, is_uuid, new_id
 from runs.engine import Engine
 from store.assistants import AssistantStore, contains
-
-log = logging.getLogger("interlock.api")
 
 router = APIRouter(tags=["assistants"])
 
@@ -341,75 +337,10 @@ async def get_assistant_graph(
     return drawn
 
 
-def _state_jsonschema(graph: Pregel[Any, Any, Any, Any]) -> dict[str, Any]:
-    """The state's channels as one object schema; a channel pydantic cannot describe is Any."""
-    fields: dict[str, Any] = {}
-    for name in graph.stream_channels_list:
-        update_type = getattr(graph.channels[name], "UpdateType", Any)
-        try:
-            TypeAdapter(update_type).json_schema()
-            fields[name] = (update_type, None)
-        except Exception:
-            fields[name] = (Any, None)
-    schema: dict[str, Any] = create_model(graph.get_name("State"), **fields).model_json_schema()
-    return schema
-
-
-def _configurable_jsonschema(graph: Pregel[Any, Any, Any, Any]) -> dict[str, Any]:
-    """The schema of ``config.configurable`` (langgraph < 0.6 style graphs), or {}."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # config_schema() is deprecated in favour of context
-        model = graph.config_schema()
-    fields = getattr(model, "model_fields", {})
-    if "configurable" not in fields:
-        return {}
-    annotation: Any = fields["configurable"].annotation
-    schema: dict[str, Any] = TypeAdapter(annotation).json_schema()
-    for internal in (
-        "__pregel_checkpointer",
-        "__pregel_store",
-        "checkpoint_id",
-        "checkpoint_ns",
-        "thread_id",
-    ):
-        schema.get("properties", {}).pop(internal, None)
-    return schema
-
-
-def _schema_or_none(graph: Pregel[Any, Any, Any, Any], what: str, build: Any) -> dict[str, Any] | None:
-    try:
-        schema: dict[str, Any] = build()
-        return schema
-    except Exception as e:
-        log.info("graph %s has no JSON %s schema: %s: %s", graph.name, what, type(e).__name__, e)
-        return None
-
-
-_SCHEMAS = ("input_schema", "output_schema", "state_schema", "config_schema", "context_schema")
-
-
-def graph_schemas(graph: Pregel[Any, Any, Any, Any]) -> dict[str, Any]:
-    """Input, output, state, config and context JSON schemas; None where a schema holds
-    types JSON Schema cannot describe (e.g. a context carrying live clients)."""
-    return {
-        "input_schema": _schema_or_none(graph, "input", graph.get_input_jsonschema),
-        "output_schema": _schema_or_none(graph, "output", graph.get_output_jsonschema),
-        "state_schema": _schema_or_none(graph, "state", lambda: _state_jsonschema(graph)),
-        "config_schema": _schema_or_none(graph, "config", lambda: _configurable_jsonschema(graph)),
-        "context_schema": _schema_or_none(graph, "context", graph.get_context_jsonschema),
-    }
-
-
 @router.get("/assistants/{assistant_id}/schemas")
 async def get_assistant_schemas(assistant_id: str, engine: EngineDep, store: AssistantsDep) -> dict[str, Any]:
     graph_id, graph = await _graph(engine, store, assistant_id)
     return {"graph_id": graph_id, **graph_schemas(graph)}
-
-
-def _subgraph_schemas(subgraph: object) -> dict[str, Any]:
-    if isinstance(subgraph, Pregel):
-        return graph_schemas(subgraph)
-    return dict.fromkeys(_SCHEMAS)  # a remote graph: nothing to introspect here
 
 
 async def _subgraphs(
@@ -417,7 +348,7 @@ async def _subgraphs(
 ) -> dict[str, Any]:
     _, graph = await _graph(engine, store, assistant_id)
     return {
-        ns: _subgraph_schemas(sub)
+        ns: subgraph_schemas(sub)
         async for ns, sub in graph.aget_subgraphs(namespace=namespace, recurse=recurse)
     }
 

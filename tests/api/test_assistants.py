@@ -300,6 +300,34 @@ async def test_delete(
     assert aid in _error(await http.delete(f"/assistants/{aid}"), 404)
 
 
+async def test_delete_with_its_threads(client: LangGraphClient, fake_llm: FakeOpenAI) -> None:
+    assistant = await client.assistants.create("greeter")
+    aid = assistant["assistant_id"]
+    own = await client.threads.create(metadata={"assistant_id": aid})
+    other = await client.threads.create(metadata={"assistant_id": str(uuid.uuid4())})
+    # A thread of the assistant with a run still going: nothing is deleted.
+    fake_llm.script([{"kind": "delay", "seconds": 1.0}])
+    busy = await client.threads.create(metadata={"assistant_id": aid})
+    run = await client.runs.create(
+        busy["thread_id"], "support_triage", input={"ticket": "answer: hours?", "customer_id": "c-001"}
+    )
+    try:
+        with pytest.raises(ConflictError):
+            await client.assistants.delete(aid, delete_threads=True)
+        assert (await client.assistants.get(aid))["assistant_id"] == aid
+        assert (await client.threads.get(own["thread_id"]))["thread_id"] == own["thread_id"]
+    finally:
+        await client.runs.join(busy["thread_id"], run["run_id"])
+        fake_llm.reset()
+    await client.assistants.delete(aid, delete_threads=True)
+    for gone in (own, busy):
+        with pytest.raises(NotFoundError):
+            await client.threads.get(gone["thread_id"])
+    assert (await client.threads.get(other["thread_id"]))["thread_id"] == other["thread_id"]
+    with pytest.raises(NotFoundError):
+        await client.assistants.get(aid)
+
+
 # --- search and count -------------------------------------------------------------------
 
 
