@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from opentelemetry import trace
+from redis.exceptions import ResponseError
 
 from agents.context import Context
 from core import jsonutil
+from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 
 _tracer = trace.get_tracer("interlock.agents")
@@ -38,6 +41,10 @@ async def effect_once(
     the checkpoint re-runs the node, finds the record and does not act again. A crash
     *between* acting and recording is closed by ``act`` itself: it must pass the key on
     to the system it changes, which then applies the change at most once per key.
+
+    A worker that lost its run (paused past its lease, then woken) must not act at all:
+    the run's fence is checked before acting and, atomically, when recording; a stale
+    owner gets :class:`~core.errors.FencedOut` and changes nothing.
     """
     info = runtime.execution_info
     if info is None:
@@ -56,13 +63,47 @@ async def effect_once(
             CONVERSATION_ID: thread_id,
         },
     ) as span:
-        if (done := await ctx.redis.get(key)) is not None:
+        fence = _fence()
+        done = await _record(ctx, key, fence, None)
+        if done is not None:
             span.set_attribute("interlock.effect.replayed", True)
             return dict(jsonutil.loads(done))
         result = dict(await act(key))
         # NX: if two executions raced, the first record wins and both return it.
-        if not await ctx.redis.set(key, jsonutil.dumps(result), nx=True):
-            winner: Any = await ctx.redis.get(key)
-            result = dict(jsonutil.loads(winner))
+        winner = await _record(ctx, key, fence, jsonutil.dumps(result))
         span.set_attribute("interlock.effect.replayed", False)
-        return result
+        return dict(jsonutil.loads(winner)) if winner is not None else result
+
+
+# KEYS: record, fence ('' when the run has none); ARGV: value ('' = only read), token.
+# Returns the existing record, or nil when there was none (and it was written, if given).
+_RECORD = """
+if KEYS[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return redis.error_reply('fenced')
+end
+local existing = redis.call('GET', KEYS[1])
+if existing or ARGV[1] == '' then return existing end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+"""
+
+
+def _fence() -> tuple[str, str]:
+    """The run's fence ``(key, token)`` from the node's config, or empty strings."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # not inside a graph run
+        return "", ""
+    fence = configurable.get(FENCE_CONFIG_KEY)
+    return (str(fence[0]), str(fence[1])) if fence else ("", "")
+
+
+async def _record(ctx: Context, key: str, fence: tuple[str, str], value: bytes | None) -> bytes | None:
+    """Read the effect record (and write ``value`` if there is none) while the fence holds."""
+    try:
+        found: Any = await ctx.redis.eval(_RECORD, 2, key, fence[0], value or b"", fence[1])
+    except ResponseError as e:
+        if "fenced" in str(e):
+            raise FencedOut(f"effect {key}: this worker no longer owns the run") from None
+        raise
+    return found if found else None

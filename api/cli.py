@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 from core.errors import ConfigurationError
 from core.redis import check_server, make_client
 from core.settings import Settings
 from graphs.registry import GraphRegistry
+from runs.engine import open_engine
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -34,6 +36,39 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools" if _has("httptools") else "h11",
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Workers without the HTTP API, until SIGTERM/SIGINT; then a graceful stop."""
+    settings = Settings(**({"workers": args.workers} if args.workers is not None else {}))
+    if not settings.redis_url:
+        # Share the embedded Redis of an `interlock serve` on this machine, never start one:
+        # workers on a Redis of their own would wait forever for runs.
+        sock = (settings.data_dir / "redis" / "redis.sock").resolve()
+        if not sock.exists():
+            raise ConfigurationError(
+                f"set REDIS_URL to the Redis of the API (no embedded Redis socket at {sock})"
+            )
+        settings = settings.model_copy(update={"redis_url": f"unix://{sock}"})
+    asyncio.run(_preflight(settings))
+    count = settings.workers or 1
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_engine(settings, workers=count) as engine:
+            logging.getLogger("interlock").info(
+                "%d worker(s) ready on %s: %s", count, engine.redis_url, [w.name for w in engine.workers]
+            )
+            await stop.wait()
+            logging.getLogger("interlock").info(
+                "stopping: in-flight runs get %s s", settings.shutdown_grace_s
+            )
+
+    asyncio.run(run())
     return 0
 
 
@@ -105,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run workers only (no HTTP API), on REDIS_URL")
+    worker.add_argument("--workers", type=int, default=None, help="worker loops in this process (default 1)")
+    worker.set_defaults(func=_worker)
     model = sub.add_parser("model", help="the embedded local LLM").add_subparsers(
         dest="model_command", required=True
     )

@@ -5,7 +5,8 @@ InterlockError                 retryable?
 ├── ConfigurationError         no   — the service is set up wrong (bad REDIS_URL, old Redis, …)
 ├── NotFound                   no   — unknown assistant, thread, run, checkpoint
 ├── Conflict                   no   — the request clashes with current state (busy thread,
-│                                     nothing to resume, duplicate id)
+│   │                                 nothing to resume, duplicate id)
+│   └── FencedOut              no   — a worker lost ownership of its run and must stop
 ├── InvalidInput               no   — well-formed JSON that makes no sense for this resource
 └── TransientError             yes  — a dependency failed in a way worth retrying
     └── LLMUnavailable         yes  — the model endpoint timed out, refused, answered 429/5xx
@@ -38,6 +39,18 @@ class NotFound(InterlockError):
 
 class Conflict(InterlockError):
     """The request is valid but clashes with the resource's current state."""
+
+
+class FencedOut(Conflict):
+    """The fence key no longer holds this writer's value: another worker owns the thread.
+
+    Nothing was written. Not retryable: the lease is lost, the writer must stop.
+    """
+
+
+FENCE_CONFIG_KEY = "__interlock_fence__"
+"""``config["configurable"][FENCE_CONFIG_KEY] = [fence_key, token]``: the run's owner
+token, checked by every checkpoint write and every tool side effect."""
 
 
 class InvalidInput(InterlockError):

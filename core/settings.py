@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     """With no ``llm_base_url``: start the embedded local model (``interlock[local-llm]``:
     llama-server on SmolLM2-135M) as a child process, when it is installed."""
 
+    nearest_examples: bool = True
+    """Let decision nodes that declare an ``example_pool`` show the labelled cases nearest
+    to each input (needs ``interlock[fewshot]``); off: their fixed ``examples``."""
+
     llm_model: str = "smollm2"
     llm_api_key: SecretStr = SecretStr("not-needed")
     llm_timeout_s: float = 10.0
@@ -66,6 +70,15 @@ class Settings(BaseSettings):
 
     workers: int = 1
     """In-process workers started by ``interlock serve``; 0 means API only."""
+
+    lease_ms: int = 30_000
+    """How long a worker owns a run without a heartbeat before another may take it over."""
+
+    run_timeout_s: float | None = 3600.0
+    """Longest a run may execute (one segment, until it ends or pauses); then ``timeout``."""
+
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM, how long in-flight runs may take to finish before they are handed back."""
 
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""

@@ -249,12 +249,14 @@ async def execute(
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
         progress = Progress(len(cases), err, enabled=options.progress)
-        selector = NearestExamples.if_installed() if spec.nearest_examples else None
+        selector = (
+            NearestExamples.if_installed() if spec.nearest_examples and settings.nearest_examples else None
+        )
         if spec.nearest_examples:
             err.write(
                 f"few-shot: {spec.nearest_examples} nearest of {spec.example_pool}\n"
                 if selector is not None
-                else "few-shot: embedding model not installed, fixed examples\n"
+                else "few-shot: nearest examples off or not installed, fixed examples\n"
             )
         results = await run_cases(
             spec, cases, llm, concurrency=options.concurrency, progress=progress, selector=selector

@@ -90,16 +90,22 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             redis=client,
             key_prefix=settings.key_prefix,
             decisions=decisions,
-            examples=NearestExamples.if_installed(),
+            examples=NearestExamples.if_installed() if settings.nearest_examples else None,
         )
         graphs = compile_all(registry, saver)
         engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions)
         for _ in range(workers):
-            worker = Worker(store, graphs, context, concurrency=settings.worker_concurrency)
+            worker = Worker(
+                store,
+                graphs,
+                context,
+                concurrency=settings.worker_concurrency,
+                lease_ms=settings.lease_ms,
+                run_timeout_s=settings.run_timeout_s,
+            )
             worker.start()
             engine.workers.append(worker)
         try:
             yield engine
         finally:
-            for worker in engine.workers:
-                await worker.stop()
+            await asyncio.gather(*(w.stop(settings.shutdown_grace_s) for w in engine.workers))

@@ -95,7 +95,14 @@ class Outcome:
 
 
 class Worker:
-    """Executes queued runs. Any number of workers may share one Redis."""
+    """Executes queued runs. Any number of workers, in any processes, may share one Redis.
+
+    A worker owns a run by its queue entry: it takes new entries with ``XREADGROUP``
+    (blocking), keeps the ones it executes alive with a heartbeat (``XCLAIM`` to itself
+    every ``lease_ms / 3``), and takes over entries of workers that stopped heartbeating
+    for ``lease_ms`` (``XAUTOCLAIM``). Each take-over bumps the run's epoch and the
+    thread's fence, so a worker that was merely paused cannot write after it wakes up.
+    """
 
     def __init__(
         self,
@@ -104,30 +111,49 @@ class Worker:
         context: Context,
         *,
         concurrency: int = 16,
+        lease_ms: int = 30_000,
+        run_timeout_s: float | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
         self.graphs = graphs
         self.context = context
         self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.run_timeout_s = run_timeout_s
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], QueuedRun] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name=f"worker {self.name}")
+        self._lease_task = asyncio.create_task(self._leases(), name=f"leases {self.name}")
 
-    async def stop(self) -> None:
-        """Stop taking runs and cancel the ones in flight (they stay in the queue's
-        pending list, to be reclaimed)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        for task in list(self._tasks):
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop taking runs; give those in flight ``grace_s`` to finish, then hand the
+        rest back (their queue entries are marked idle, so another worker takes them
+        over at once and resumes them from their last checkpoint)."""
+        for task in (self._loop_task, self._lease_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._tasks and grace_s > 0:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        left = dict(self._tasks)
+        for task in left:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.store.hand_back(self.name, [i.message_id for i in left.values()], self.lease_ms)
+            log.info("worker %s handed back %d run(s)", self.name, len(left))
+
+    def _spawn(self, item: QueuedRun) -> None:
+        task = asyncio.create_task(self._execute_logged(item), name=f"run {item.run_id}")
+        self._tasks[task] = item
+        task.add_done_callback(lambda t: self._tasks.pop(t, None))
 
     async def _loop(self) -> None:
         await self.store.setup()
@@ -145,9 +171,23 @@ class Worker:
                 await asyncio.sleep(1)
                 continue
             for item in items:
-                task = asyncio.create_task(self._execute_logged(item), name=f"run {item.run_id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(item)
+
+    async def _leases(self) -> None:
+        """Heartbeat our runs; take over runs whose worker went quiet."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                await self.store.heartbeat(self.name, [i.message_id for i in self._tasks.values()])
+                free = self.concurrency - len(self._tasks)
+                if free > 0:
+                    for item in await self.store.reclaim(self.name, self.lease_ms, free):
+                        log.warning("worker %s takes over run %s", self.name, item.run_id)
+                        self._spawn(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat/reclaim failed; trying again next period")
 
     async def _execute_logged(self, item: QueuedRun) -> None:
         try:
@@ -182,12 +222,14 @@ class Worker:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            await self.store.mark_running(
-                thread_id, run_id, ("metadata", jsonutil.dumps({"run_id": run_id, "attempt": 1}))
-            )
+            token = await self.store.claim_run(thread_id, run_id, self.name)
+            if token is None:  # it ended while its entry waited: nothing left to do
+                await self.store.ack(item.message_id)
+                return
+            span.set_attribute("interlock.run.attempt", int(token.rsplit(":", 1)[1]))
             sink = EventSink(self.store, thread_id, run_id)
             try:
-                outcome = await self._run_graph(payload, thread_id, run_id, sink)
+                outcome = await self._run_graph(payload, thread_id, run_id, token, sink)
             except asyncio.CancelledError:
                 await sink.close()
                 raise
@@ -197,7 +239,7 @@ class Worker:
                 sink.emit("error", outcome.end["error"])
             await sink.close()
             span.set_attribute("interlock.run.status", outcome.run_status)
-        await self.store.finish_run(
+        recorded = await self.store.finish_run(
             thread_id=thread_id,
             run_id=run_id,
             message_id=item.message_id,
@@ -206,16 +248,29 @@ class Worker:
             values=outcome.values,
             interrupts=outcome.interrupts,
             end=outcome.end,
+            token=token,
         )
+        if not recorded:
+            log.warning("run %s: worker %s lost ownership; its outcome was not recorded", run_id, self.name)
 
-    async def _run_graph(self, payload: RunPayload, thread_id: str, run_id: str, sink: EventSink) -> Outcome:
+    async def _run_graph(
+        self, payload: RunPayload, thread_id: str, run_id: str, token: str, sink: EventSink
+    ) -> Outcome:
         graph = self.graphs.get(payload.graph_id)
         thread_config: Any = {"configurable": {"thread_id": thread_id}}
         try:
             if graph is None:
                 raise LookupError(f"graph '{payload.graph_id}' is not registered on worker {self.name}")
-            await self._stream(graph, payload, self._config(payload, thread_id, run_id), sink)
+            config = self._config(payload, thread_id, run_id)
+            config["configurable"]["__interlock_fence__"] = [self.store.keys.fence(thread_id), token]
+            resume = await self._resumes(graph, thread_config, run_id, token)
+            async with asyncio.timeout(self.run_timeout_s):
+                await self._stream(graph, payload, config, sink, resume=resume)
             snapshot = await graph.aget_state(thread_config)
+        except TimeoutError:
+            log.warning("run %s timed out after %s s", run_id, self.run_timeout_s)
+            error = {"error": "TimeoutError", "message": f"run exceeded {self.run_timeout_s} s"}
+            return Outcome("timeout", "idle", None, {}, {"status": "timeout", "error": error})
         except Exception as exc:
             log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
             values = None
@@ -247,13 +302,31 @@ class Worker:
         }
         return config
 
+    @staticmethod
+    async def _resumes(graph: CompiledGraph, thread_config: Any, run_id: str, token: str) -> bool:
+        """Whether this is a take-over of a run that already checkpointed: then it goes on
+        from its last checkpoint instead of starting again from its input."""
+        if token.endswith(":1"):
+            return False
+        snapshot = await graph.aget_state(thread_config)
+        return bool(snapshot.metadata and snapshot.metadata.get("run_id") == run_id)
+
     async def _stream(
-        self, graph: CompiledGraph, payload: RunPayload, config: dict[str, Any], sink: EventSink
+        self,
+        graph: CompiledGraph,
+        payload: RunPayload,
+        config: dict[str, Any],
+        sink: EventSink,
+        *,
+        resume: bool = False,
     ) -> None:
         wanted = list(dict.fromkeys("messages" if m == "messages-tuple" else m for m in payload.stream_mode))
         modes = wanted or ["values"]
-        if payload.command is not None:
-            graph_input: Any = Command(
+        graph_input: Any
+        if resume:
+            graph_input = None
+        elif payload.command is not None:
+            graph_input = Command(
                 resume=payload.command.resume,
                 update=payload.command.update,
                 goto=payload.command.goto or (),

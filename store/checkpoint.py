@@ -69,11 +69,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import Conflict
+from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.redis import make_client
 from store.keys import check_prefix, escape_glob, hash_tag
 
-FENCE_CONFIG_KEY: Final = "__interlock_fence__"
+# The fence travels in the run config (see core.errors.FENCE_CONFIG_KEY).
 """``config["configurable"]`` key holding ``[fence_key, expected_value]`` for fenced writes."""
 
 _BATCH = 100
@@ -83,13 +83,6 @@ _KEEP_IDLE = 4
 """Pooled connections a saver keeps checked out between calls (see ``_evalsha``)."""
 
 _JSON_OPTS: Final = orjson.OPT_NON_STR_KEYS
-
-
-class FencedOut(Conflict):
-    """The fence key no longer holds this writer's value: another worker owns the thread.
-
-    Nothing was written. Not retryable: the lease is lost, the writer must stop.
-    """
 
 
 class ThreadKeys(NamedTuple):

@@ -11,6 +11,8 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 | ``P th:{t}:pending``         | list   | runs waiting for the thread's active run to finish     |
 | ``P run:{t}:<run>``          | hash   | run record: status, assistant, kwargs, timestamps      |
 | ``P run:{t}:<run>:ev``       | stream | the run's events, replayable by id (bounded, TTL)      |
+| ``P fence:{t}``              | string | ``<run>:<epoch>`` of the thread's current owner; every |
+|                              |        | checkpoint and outcome write checks it (fencing)       |
 | ``P threads``                | zset   | all thread ids by creation time (search, count)        |
 | ``P queue``                  | stream | runs ready to execute; consumer group ``workers``      |
 """
@@ -44,6 +46,9 @@ class Layout:
 
     def events(self, thread_id: str, run_id: str) -> str:
         return f"{self.prefix}run:{{{thread_id}}}:{run_id}:ev"
+
+    def fence(self, thread_id: str) -> str:
+        return f"{self.prefix}fence:{{{thread_id}}}"
 
     @property
     def threads(self) -> str:

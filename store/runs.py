@@ -74,12 +74,34 @@ end
 return run_status
 """
 
-# KEYS: thread, pending, run, queue, events
+# KEYS: run, fence, events
+# ARGV: run_id, worker, now, events_maxlen, events_ttl_s
+# Returns the new epoch, or 0 when the run already ended (nothing to do).
+_CLAIM_RUN = """
+local run, fence, events = KEYS[1], KEYS[2], KEYS[3]
+local status = redis.call('HGET', run, 'status')
+if not status or status == 'success' or status == 'error' or status == 'timeout'
+   or status == 'interrupted' then
+  return 0
+end
+local epoch = redis.call('HINCRBY', run, 'epoch', 1)
+redis.call('SET', fence, ARGV[1] .. ':' .. epoch)
+redis.call('HSET', run, 'status', 'running', 'worker', ARGV[2], 'updated_at', ARGV[3])
+redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], '*', 'e', 'metadata',
+  'd', '{"run_id":"' .. ARGV[1] .. '","attempt":' .. epoch .. '}')
+redis.call('EXPIRE', events, ARGV[5])
+return epoch
+"""
+
+# KEYS: thread, pending, run, queue, events, fence
 # ARGV: run_id, now, run_status, thread_status, values_json, interrupts_json, end_data,
-#       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id
+#       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id, token
+# Returns 1, or -1 when the caller no longer owns the run (fenced out: nothing written).
 _FINISH_RUN = """
 local thread, pending, run, queue, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[2]
+if redis.call('GET', KEYS[6]) ~= ARGV[14] then return -1 end
+redis.call('DEL', KEYS[6])
 redis.call('HSET', run, 'status', ARGV[3], 'updated_at', now)
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[11], '*', 'e', '__end__', 'd', ARGV[7])
 redis.call('EXPIRE', events, ARGV[12])
@@ -152,6 +174,7 @@ class RunStore:
         self._create_thread = client.register_script(_CREATE_THREAD)
         self._create_run = client.register_script(_CREATE_RUN)
         self._finish_run = client.register_script(_FINISH_RUN)
+        self._claim_run = client.register_script(_CLAIM_RUN)
 
     @staticmethod
     async def _await(result: Awaitable[Any] | Any) -> Any:
@@ -235,14 +258,19 @@ class RunStore:
             pipe.hgetall(self.keys.run(thread_id, rid.decode()))
         return [_run_record(raw) for raw in await pipe.execute() if raw]
 
-    async def mark_running(self, thread_id: str, run_id: str, first_event: tuple[str, bytes]) -> None:
-        """Record that a worker started the run and publish its first event, one round trip."""
-        events = self.keys.events(thread_id, run_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.run(thread_id, run_id), mapping={"status": "running", "updated_at": now_ms()})
-        pipe.xadd(events, {"e": first_event[0], "d": first_event[1]}, maxlen=self.events_maxlen)
-        pipe.expire(events, self.events_ttl_s)
-        await pipe.execute()
+    async def claim_run(self, thread_id: str, run_id: str, worker: str) -> str | None:
+        """Take ownership of a run: bump its epoch, point the thread's fence at it, mark
+        it running and publish the ``metadata`` event, in one round trip.
+
+        Returns the fence token (``<run>:<epoch>``) that every later write of this
+        owner must present, or None when the run already ended.
+        """
+        k = self.keys
+        epoch = await self._claim_run(
+            keys=[k.run(thread_id, run_id), k.fence(thread_id), k.events(thread_id, run_id)],
+            args=[run_id, worker, now_ms(), self.events_maxlen, self.events_ttl_s],
+        )
+        return f"{run_id}:{int(epoch)}" if int(epoch) else None
 
     async def publish(self, thread_id: str, run_id: str, events: Sequence[tuple[str, bytes]]) -> None:
         """Append events to the run's stream, all in one round trip."""
@@ -266,21 +294,24 @@ class RunStore:
         values: Any,
         interrupts: Any,
         end: Mapping[str, Any],
-    ) -> None:
+        token: str,
+    ) -> bool:
         """Record the outcome, close the event stream, ack the queue entry and start the
-        thread's next pending run — atomically."""
+        thread's next pending run — atomically, and only while ``token`` still owns the
+        run. Returns False (and writes nothing) when it does not."""
         k = self.keys
-        await self._finish_run(
+        done = await self._finish_run(
             keys=[
                 k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
-                k.queue, k.events(thread_id, run_id),
+                k.queue, k.events(thread_id, run_id), k.fence(thread_id),
             ],
             args=[
                 run_id, now_ms(), run_status, thread_status, jsonutil.dumps(values),
                 jsonutil.dumps(interrupts), jsonutil.dumps(dict(end)), message_id, QUEUE_GROUP,
-                k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, thread_id,
+                k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, thread_id, token,
             ],
         )  # fmt: skip
+        return int(done) != -1
 
     async def read_events(
         self, thread_id: str, run_id: str, after: str, *, block_ms: int | None
@@ -317,6 +348,37 @@ class RunStore:
 
     # queue
 
+    async def heartbeat(self, consumer: str, message_ids: Sequence[str]) -> None:
+        """Keep ``consumer``'s runs: reset their idle time in the queue's pending list, so
+        no other worker reclaims them (XCLAIM to itself, JUSTID)."""
+        if message_ids:
+            await self.client.xclaim(
+                self.keys.queue, QUEUE_GROUP, consumer, 0, list(message_ids), justid=True
+            )
+
+    async def hand_back(self, consumer: str, message_ids: Sequence[str], lease_ms: int) -> None:
+        """Give up runs at shutdown: mark their entries idle past the lease, so the next
+        reclaim of any worker takes them over without waiting."""
+        if message_ids:
+            await self.client.xclaim(
+                self.keys.queue, QUEUE_GROUP, consumer, 0, list(message_ids), idle=lease_ms + 1, justid=True
+            )
+
+    async def ack(self, message_id: str) -> None:
+        """Drop a queue entry that has nothing left to do."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.keys.queue, QUEUE_GROUP, message_id)
+        pipe.xdel(self.keys.queue, message_id)
+        await pipe.execute()
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[QueuedRun]:
+        """Take over runs whose worker stopped heartbeating for ``min_idle_ms``."""
+        reply: Any = await self.client.xautoclaim(
+            self.keys.queue, QUEUE_GROUP, consumer, min_idle_ms, "0-0", count=count
+        )
+        entries = reply[1] if reply else []
+        return [_queued(mid, fields) for mid, fields in entries if fields]
+
     async def claim(self, consumer: str, count: int, *, block_ms: int) -> list[QueuedRun]:
         """Take up to ``count`` new runs from the queue, blocking up to ``block_ms``."""
         reply: Any = await self.client.xreadgroup(
@@ -324,15 +386,16 @@ class RunStore:
         )
         if not reply:
             return []
-        return [
-            QueuedRun(
-                message_id=mid.decode(),
-                thread_id=f[b"t"].decode(),
-                run_id=f[b"r"].decode(),
-                payload=jsonutil.loads(f[b"p"]),
-            )
-            for mid, f in reply[0][1]
-        ]
+        return [_queued(mid, fields) for mid, fields in reply[0][1]]
+
+
+def _queued(message_id: bytes, fields: dict[bytes, bytes]) -> QueuedRun:
+    return QueuedRun(
+        message_id=message_id.decode(),
+        thread_id=fields[b"t"].decode(),
+        run_id=fields[b"r"].decode(),
+        payload=jsonutil.loads(fields[b"p"]),
+    )
 
 
 def _thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ def service(
             "INTERLOCK_KEY_PREFIX": f"t:{uuid.uuid4().hex[:12]}:",
             "INTERLOCK_LLM_BASE_URL": fake_llm.base_url,
             "INTERLOCK_LLM_TIMEOUT_S": "2",
+            # The fake model ignores examples: no need to load the embedding model.
+            "INTERLOCK_NEAREST_EXAMPLES": "false",
             "INTERLOCK_DATA_DIR": str(logs / "data"),
         },
         Path(logs / "service.log"),

@@ -38,6 +38,7 @@ def llm_settings(base_url: str, **overrides: Any) -> Settings:
         "llm_max_attempts": 1,
         "llm_timeout_s": 5.0,
         "local_llm": False,
+        "nearest_examples": False,  # the fake ignores examples; loading the embedder is slow
         **overrides,
     }
     return Settings(**values)

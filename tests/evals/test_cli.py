@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_LLM_")}
-    env.update({"INTERLOCK_LLM_MAX_ATTEMPTS": "1", "INTERLOCK_LOCAL_LLM": "false"})
+    # The fake model ignores examples: skip loading the embedding model in every process.
+    env.update(
+        {
+            "INTERLOCK_LLM_MAX_ATTEMPTS": "1",
+            "INTERLOCK_LOCAL_LLM": "false",
+            "INTERLOCK_NEAREST_EXAMPLES": "false",
+        }
+    )
     return subprocess.run(
         [sys.executable, "-m", "evals.cli", *args],
         cwd=ROOT,

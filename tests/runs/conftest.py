@@ -28,6 +28,7 @@ def settings(redis_url: str, key_prefix: str, fake_llm: FakeOpenAI, tmp_path: Pa
         key_prefix=key_prefix,
         llm_base_url=fake_llm.base_url,
         llm_timeout_s=2,
+        nearest_examples=False,
         data_dir=tmp_path,
     )
 
