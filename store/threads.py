@@ -92,6 +92,11 @@ class ThreadFilter:
     values: Mapping[str, Any] | None = None
     status: str | None = None
 
+    @property
+    def everything(self) -> bool:
+        """Whether this filter selects every thread."""
+        return self.ids is None and not self.metadata and not self.values and self.status is None
+
     def matches(self, record: Mapping[str, Any]) -> bool:
         if self.status is not None and record["status"] != self.status:
             return False
@@ -152,6 +157,13 @@ class ThreadAdmin:
         sort_order: Literal["asc", "desc"] = "desc",
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the matching threads, and how many match in all."""
+        if where.everything and sort_by == "created_at":
+            # Unfiltered, in index order: read just the page (same order as the sort below).
+            last = offset + limit - 1
+            read = self.client.zrevrange if sort_order == "desc" else self.client.zrange
+            members: Any = await read(self.keys.threads, offset, last)
+            page = await self._records(m.decode() for m in members)
+            return page, int(await self.client.zcard(self.keys.threads))
         found = await self._matching(where)
         field = "updated_at" if sort_by == "state_updated_at" else sort_by
         # Ties keep creation order, so paging through equal keys is stable.
@@ -159,7 +171,7 @@ class ThreadAdmin:
         return found[offset : offset + limit], len(found)
 
     async def count(self, where: ThreadFilter) -> int:
-        if where == ThreadFilter():
+        if where.everything:
             return int(await self.client.zcard(self.keys.threads))
         return len(await self._matching(where))
 

@@ -119,7 +119,11 @@ async def test_search_and_count(client: LangGraphClient, http: httpx.AsyncClient
     assert await client.threads.count(metadata=mine, status="interrupted") == 1
     assert await client.threads.count(metadata={"tag": tag, "user": "ann"}) == 2
     assert await client.threads.count(metadata=mine, values={"route": "answer"}) == 1
-    assert await client.threads.count() >= 3
+    everything = await http.post("/threads/search", json={"limit": 1})
+    assert [t["thread_id"] for t in everything.json()] == [ids[2]]  # the newest of all
+    assert int(everything.headers["X-Pagination-Total"]) == await client.threads.count() >= 3
+    oldest_of_all = await client.threads.search(limit=1000, sort_order="asc")
+    assert [t["thread_id"] for t in oldest_of_all][-3:] == ids
 
     for body, field in (
         ({"status": "sleeping"}, "status"),
