@@ -43,7 +43,43 @@ return 1
 # KEYS: thread, thread_runs, pending, run, queue, threads
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
 #       metadata_json, payload_json
-_CREATE_RUN = """
+# Shared by the scripts that cancel a run: mark it interrupted, move the thread's fence
+# away from its owner (whose next checkpoint or side effect then fails, so it stops at
+# once without writing), and end its event stream.
+_CANCEL_FN = """
+local function cancel(run_key, run_id, fence, now, maxlen, ttl)
+  local st = redis.call('HGET', run_key, 'status')
+  if st ~= 'pending' and st ~= 'running' then return false end
+  redis.call('HSET', run_key, 'status', 'interrupted', 'updated_at', now, 'cancel_reason', 'cancelled')
+  if redis.call('GET', fence) and string.find(redis.call('GET', fence), run_id, 1, true) == 1 then
+    redis.call('SET', fence, 'cancelled:' .. run_id)
+  end
+  local ev = run_key .. ':ev'
+  redis.call('XADD', ev, 'MAXLEN', '~', maxlen, '*', 'e', '__end__',
+    'd', '{"status":"interrupted","cancelled":true}')
+  redis.call('EXPIRE', ev, ttl)
+  return true
+end
+"""
+
+_PROMOTE_FN = """
+local function promote(thread, pending, queue, run_prefix, thread_id, now)
+  local next_run = redis.call('LPOP', pending)
+  if next_run then
+    local payload = redis.call('HGET', run_prefix .. next_run, 'payload')
+    redis.call('HSET', thread, 'active_run', next_run, 'status', 'busy', 'updated_at', now)
+    redis.call('XADD', queue, '*', 't', thread_id, 'r', next_run, 'p', payload)
+  else
+    redis.call('HDEL', thread, 'active_run')
+    redis.call('HSET', thread, 'status', 'idle', 'updated_at', now)
+  end
+end
+"""
+
+# KEYS: thread, thread_runs, pending, run, queue, threads, fence
+# ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
+#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s
+_CREATE_RUN = _CANCEL_FN + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', thread) == 0 then
@@ -55,6 +91,11 @@ end
 local state = redis.call('HMGET', thread, 'active_run', 'status')
 local active, status = state[1], state[2]
 if active and ARGV[4] == 'reject' then return redis.error_reply('busy') end
+if active and ARGV[4] == 'interrupt' then
+  -- The new run preempts the active one, which stops where it is (its state is kept).
+  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13])
+  active = false
+end
 if ARGV[6] == '1' and not active and status ~= 'interrupted' then
   return redis.error_reply('nothing_to_resume')
 end
@@ -72,6 +113,24 @@ else
   redis.call('XADD', queue, '*', 't', thread_id, 'r', run_id, 'p', ARGV[10])
 end
 return run_status
+"""
+
+# KEYS: thread, pending, run, queue, fence
+# ARGV: run_id, thread_id, now, run_key_prefix, events_maxlen, events_ttl_s
+_CANCEL_RUN = _CANCEL_FN + _PROMOTE_FN + """
+local thread, pending, run, queue, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_id, now = ARGV[1], ARGV[3]
+if redis.call('LREM', pending, 0, run_id) > 0 then
+  cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
+  return 'cancelled'
+end
+if redis.call('HGET', thread, 'active_run') ~= run_id then
+  if redis.call('EXISTS', run) == 0 then return redis.error_reply('no_run') end
+  return redis.error_reply('not_active')
+end
+cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
+promote(thread, pending, queue, ARGV[4], ARGV[2], now)
+return 'cancelled'
 """
 
 # KEYS: run, fence, events
@@ -175,6 +234,7 @@ class RunStore:
         self._create_run = client.register_script(_CREATE_RUN)
         self._finish_run = client.register_script(_FINISH_RUN)
         self._claim_run = client.register_script(_CLAIM_RUN)
+        self._cancel_run = client.register_script(_CANCEL_RUN)
 
     @staticmethod
     async def _await(result: Awaitable[Any] | Any) -> Any:
@@ -236,16 +296,38 @@ class RunStore:
             status = await self._create_run(
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
-                    k.run(thread_id, run_id), k.queue, k.threads,
+                    k.run(thread_id, run_id), k.queue, k.threads, k.fence(thread_id),
                 ],
                 args=[
                     run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
+                    k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s,
                 ],
             )  # fmt: skip
         except aredis.ResponseError as e:
             _raise_script_error(e, thread_id)
         return cast(RunStatus, status.decode())
+
+    async def cancel_run(self, thread_id: str, run_id: str) -> None:
+        """Cancel a pending or running run, wherever its worker is: it is marked
+        ``interrupted`` and its owner is fenced out (it stops at its next checkpoint or
+        side effect, writing nothing); the thread's next queued run starts."""
+        k = self.keys
+        try:
+            await self._cancel_run(
+                keys=[
+                    k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
+                    k.queue, k.fence(thread_id),
+                ],
+                args=[run_id, thread_id, now_ms(), k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s],
+            )  # fmt: skip
+        except aredis.ResponseError as e:
+            code = str(e).strip()
+            if code == "no_run":
+                raise NotFound(f"run {run_id} not found on thread {thread_id}") from None
+            if code == "not_active":
+                raise Conflict(f"run {run_id} has already ended; only pending or running runs can be cancelled") from None
+            raise
 
     async def get_run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
         raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.run(thread_id, run_id)))

@@ -9,7 +9,7 @@ client that reconnects with ``Last-Event-ID`` gets exactly the events it missed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from opentelemetry import propagate
@@ -95,6 +95,11 @@ async def submit_run(
     engine: Engine, request: Request, thread_id: str, body: RunCreate, publish: list[StreamMode]
 ) -> tuple[str, str]:
     """Validate, then record and enqueue the run. Returns ``(run_id, status)``."""
+    if body.multitask_strategy == "rollback":
+        raise InvalidInput(
+            "multitask_strategy 'rollback' is not supported yet; use 'interrupt' (keeps the "
+            "interrupted run's state), 'enqueue' or 'reject'"
+        )
     assistant = resolve_assistant(engine, body.assistant_id)
     graph_id = assistant["graph_id"]
     if body.input is None and body.command is None:
@@ -170,7 +175,7 @@ async def _outcome(engine: Engine, thread_id: str, run_id: str) -> Any:
         raise NotFound(f"run {run_id} not found on thread {thread_id}")
     if end["status"] == "error" and "error" in end:
         return {"__error__": end["error"]}
-    if end.get("expired"):
+    if end.get("expired") or end.get("cancelled"):
         thread = await engine.store.get_thread(thread_id)
         return thread["values"] if thread else None
     values = end.get("values")
@@ -228,6 +233,30 @@ async def _require_run(engine: Engine, thread_id: str, run_id: str) -> dict[str,
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(thread_id: str, run_id: str, engine: EngineDep) -> dict[str, Any]:
     return run_view(await _require_run(engine, thread_id, run_id))
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(
+    thread_id: str,
+    run_id: str,
+    engine: EngineDep,
+    wait: bool = False,
+    action: Literal["interrupt", "rollback"] = "interrupt",
+) -> Response:
+    """Cancel a pending or running run; its worker, wherever it is, is fenced out and
+    stops at its next step. ``interrupt`` keeps the state reached so far."""
+    if action == "rollback":
+        raise InvalidInput(
+            "action=rollback is not supported yet; cancel with action=interrupt (the state reached is kept)"
+        )
+    await engine.store.cancel_run(thread_id, run_id)
+    if wait:
+        await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
+    return Response(
+        status_code=204 if not wait else 200,
+        content=b"" if not wait else b"null",
+        media_type=None if not wait else "application/json",
+    )
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join")

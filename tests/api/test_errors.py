@@ -182,3 +182,20 @@ async def test_empty_resume_object_is_422(http: httpx.AsyncClient, client: LangG
 
 async def test_unknown_decision_is_404(http: httpx.AsyncClient) -> None:
     _error(await http.get("/decisions/1-0"), 404)
+
+
+async def test_cancel_errors(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    await client.runs.wait(tid, "support_triage", input={"ticket": "refund o-10028", "customer_id": "c-001"})
+    [run] = await client.runs.list(tid)
+    done = await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel")
+    assert "already ended" in _error(done, 409)
+    missing = str(uuid.uuid4())
+    assert missing in _error(await http.post(f"/threads/{tid}/runs/{missing}/cancel"), 404)
+    rollback = await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"action": "rollback"})
+    assert "not supported yet" in _error(rollback, 422)
+    body = {"assistant_id": "support_triage", "input": {"ticket": "x", "customer_id": "c-001"}}
+    strategy = await http.post(f"/threads/{tid}/runs", json={**body, "multitask_strategy": "rollback"})
+    assert "not supported yet" in _error(strategy, 422)
+    assert len(await client.runs.list(tid)) == 1
