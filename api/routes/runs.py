@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from api.deps import EngineDep
 from api.responses import JSONResponse
-from api.routes.assistants import resolve_assistant
+from api.routes.assistants import resolve_assistant_async, run_settings
 from api.routes.threads import require_thread
 from api.schemas import RunCreate, iso
 from core.errors import Conflict, InvalidInput, NotFound
@@ -100,7 +100,8 @@ async def submit_run(
             "multitask_strategy 'rollback' is not supported yet; use 'interrupt' (keeps the "
             "interrupted run's state), 'enqueue' or 'reject'"
         )
-    assistant = resolve_assistant(engine, body.assistant_id)
+    assistant = await resolve_assistant_async(engine, body.assistant_id)
+    config, context = run_settings(assistant, body.config, body.context)
     graph_id = assistant["graph_id"]
     if body.input is None and body.command is None:
         raise InvalidInput("send 'input' to start the graph or 'command' to resume it")
@@ -120,8 +121,8 @@ async def submit_run(
         assistant_id=assistant["assistant_id"],
         input=body.input,
         command=body.command,
-        config=body.config or {},
-        context=body.context,
+        config=config,
+        context=context,
         metadata=body.metadata or {},
         stream_mode=publish,
         stream_subgraphs=body.stream_subgraphs,

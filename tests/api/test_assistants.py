@@ -447,12 +447,6 @@ async def test_subgraphs(client: LangGraphClient, http: httpx.AsyncClient) -> No
 # --- runs through a stored assistant ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=httpx.HTTPStatusError,
-    reason="api/routes/runs.py must resolve assistants with resolve_assistant_async and merge "
-    "run_settings(); remove this marker when it does",
-)
 async def test_runs_start_from_the_assistant_config_and_context(client: LangGraphClient) -> None:
     assistant = await client.assistants.create("greeter", context={"greeting": "hey"})
     thread = await client.threads.create()
