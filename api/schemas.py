@@ -194,6 +194,8 @@ class RunCreate(BaseModel):
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
     on_disconnect: Literal["cancel", "continue"] = "continue"
+    on_completion: Literal["delete", "keep"] | None = None
+    """Stateless runs (``/runs…``) only: delete their temporary thread afterwards (default) or keep it."""
     durability: Literal["sync", "async", "exit"] | None = None
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ client that reconnects with ``Last-Event-ID`` gets exactly the events it missed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from api.deps import EngineDep
 from api.responses import JSONResponse
 from api.routes.assistants import resolve_assistant_async, run_settings
-from api.routes.threads import require_thread
+from api.routes.threads import delete_thread_and_checkpoints, require_thread
 from api.schemas import RunCreate, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
@@ -214,6 +215,69 @@ async def create_run(thread_id: str, body: RunCreate, request: Request, engine: 
     record = await engine.store.get_run(thread_id, run_id)
     assert record is not None
     return JSONResponse(run_view(record), headers=_run_headers(thread_id, run_id, ""))
+
+
+# Stateless runs: each gets a thread of its own, deleted when the run ends unless
+# ``on_completion="keep"``.
+
+_cleanups: set[asyncio.Task[None]] = set()
+
+
+async def _delete_when_done(engine: Engine, thread_id: str, run_id: str) -> None:
+    await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
+    await delete_thread_and_checkpoints(engine, thread_id)
+
+
+def _stateless(body: RunCreate) -> tuple[str, RunCreate, bool]:
+    body = body.model_copy(update={"if_not_exists": "create"})
+    return new_id(), body, body.on_completion != "keep"
+
+
+@router.post("/runs/wait")
+async def stateless_wait(body: RunCreate, request: Request, engine: EngineDep) -> Response:
+    thread_id, body, delete = _stateless(body)
+    run_id, _ = await submit_run(engine, request, thread_id, body, [])
+    try:
+        result = await _outcome(engine, thread_id, run_id)
+    finally:
+        if delete:
+            await delete_thread_and_checkpoints(engine, thread_id)
+    return JSONResponse(result)
+
+
+@router.post("/runs/stream")
+async def stateless_stream(body: RunCreate, request: Request, engine: EngineDep) -> StreamingResponse:
+    thread_id, body, delete = _stateless(body)
+    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in _sse(engine, thread_id, run_id, "0-0"):
+                yield chunk
+        finally:
+            if delete:
+                _spawn_cleanup(engine, thread_id, run_id)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+@router.post("/runs")
+async def stateless_create(body: RunCreate, request: Request, engine: EngineDep) -> Response:
+    thread_id, body, delete = _stateless(body)
+    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+    record = await engine.store.get_run(thread_id, run_id)
+    assert record is not None
+    if delete:
+        _spawn_cleanup(engine, thread_id, run_id)
+    return JSONResponse(run_view(record))
+
+
+def _spawn_cleanup(engine: Engine, thread_id: str, run_id: str) -> None:
+    """Delete the thread once the run ends (in this API process: if it restarts first, the
+    thread stays, which loses nothing)."""
+    task = asyncio.create_task(_delete_when_done(engine, thread_id, run_id))
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
 
 
 @router.get("/threads/{thread_id}/runs")

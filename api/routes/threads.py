@@ -25,7 +25,7 @@ from api.schemas import (
     ThreadStateUpdate,
     iso,
 )
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import FENCE_CONFIG_KEY, Conflict, FencedOut, InvalidInput, NotFound
 from core.ids import is_uuid, new_id
 from runs.compile import CompiledGraph
 from runs.engine import Engine
@@ -257,6 +257,11 @@ async def _delete(engine: Engine, admin: ThreadAdmin, thread_id: str) -> None:
     await admin.delete(thread_id, engine.saver.thread_keys(thread_id))
 
 
+async def delete_thread_and_checkpoints(engine: Engine, thread_id: str) -> None:
+    """Delete a thread with everything it owns (refused while it has an active run)."""
+    await _delete(engine, get_thread_admin(engine), thread_id)
+
+
 @router.delete("/threads/{thread_id}", status_code=204)
 async def delete_thread(thread_id: str, engine: EngineDep, admin: ThreadAdminDep) -> Response:
     await _delete(engine, admin, thread_id)
@@ -377,17 +382,23 @@ async def update_state(
         if await engine.saver.aget_tuple({"configurable": configurable}) is None:
             raise NotFound(f"checkpoint {checkpoint_id} not found on thread {thread_id}")
     _check_update_keys(graph, body.values)
-    try:
-        written = await graph.aupdate_state({"configurable": configurable}, body.values, as_node=body.as_node)
-    except (InvalidUpdateError, KeyError, ValueError, TypeError) as e:
-        raise InvalidInput(f"the graph refused the update: {type(e).__name__}: {e}") from None
-    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-    interrupts = _interrupts(snapshot)
-    await admin.record_state(
-        thread_id,
-        graph_id=graph_id,
-        status="interrupted" if interrupts else "idle",
-        values=snapshot.values,
-        interrupts=interrupts,
-    )
+    async with admin.state_change(thread_id) as change:
+        config: Any = {"configurable": {**configurable, FENCE_CONFIG_KEY: change.fence}}
+        try:
+            written = await graph.aupdate_state(config, body.values, as_node=body.as_node)
+        except FencedOut:
+            raise Conflict(
+                f"a run started on thread {thread_id} while its state was being updated; nothing was written"
+            ) from None
+        except (InvalidUpdateError, KeyError, ValueError, TypeError) as e:
+            raise InvalidInput(f"the graph refused the update: {type(e).__name__}: {e}") from None
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        interrupts = _interrupts(snapshot)
+        await admin.record_state(
+            change,
+            graph_id=graph_id,
+            status="interrupted" if interrupts else "idle",
+            values=snapshot.values,
+            interrupts=interrupts,
+        )
     return {"checkpoint": _checkpoint(written)}
