@@ -40,7 +40,9 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("unmapped error: %s", exc)
         return error_response(status, type(exc).__name__, exc.message)
 
-    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    @app.exception_handler(redis.BusyLoadingError)
     async def redis_error(_: Request, exc: redis.RedisError) -> JSONResponse:
         log.warning("redis error: %s", exc)
         return error_response(503, "RedisUnavailable", f"storage is unavailable ({exc}); retry shortly")

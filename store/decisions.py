@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aredis
+from redis.exceptions import ResponseError
 
 from core import jsonutil
+from core.errors import InvalidInput
 
 
 class RedisDecisionLog:
@@ -30,7 +32,10 @@ class RedisDecisionLog:
         return str(log_id.decode())
 
     async def get(self, log_id: str) -> dict[str, Any] | None:
-        found: Any = await self.client.xrange(self.key, log_id, log_id)
+        try:
+            found: Any = await self.client.xrange(self.key, log_id, log_id)
+        except ResponseError:  # not a valid stream id: no such decision
+            return None
         return _entry(*found[0]) if found else None
 
     async def search(
@@ -56,7 +61,12 @@ class RedisDecisionLog:
         found: list[dict[str, Any]] = []
         high = f"({before}" if before else "+"
         while len(found) < limit:
-            batch: Any = await self.client.xrevrange(self.key, high, "-", count=max(100, limit))
+            try:
+                batch: Any = await self.client.xrevrange(self.key, high, "-", count=max(100, limit))
+            except ResponseError:
+                raise InvalidInput(
+                    f"'before' must be a decision id like 1764000000000-0, got {before!r}"
+                ) from None
             if not batch:
                 break
             for raw_id, fields in batch:

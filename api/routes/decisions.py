@@ -3,6 +3,7 @@ first, filterable by graph, node, branch, method and thread."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
@@ -11,6 +12,9 @@ from api.deps import EngineDep
 from core.errors import NotFound
 
 router = APIRouter(tags=["decisions"])
+
+DECISION_ID = r"^\d{1,20}-\d{1,20}$"
+"""Decision ids are the log's stream ids: ``<ms>-<seq>``."""
 
 
 @router.get("/decisions")
@@ -22,7 +26,9 @@ async def search_decisions(
     method: Literal["llm", "fallback", "human"] | None = None,
     thread_id: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    before: str | None = Query(None, description="a decision id: page from there (exclusive)"),
+    before: str | None = Query(
+        None, pattern=DECISION_ID, description="a decision id: page from there (exclusive)"
+    ),
 ) -> list[dict[str, Any]]:
     return await engine.decisions.search(
         graph_id=graph_id,
@@ -37,7 +43,7 @@ async def search_decisions(
 
 @router.get("/decisions/{decision_id}")
 async def get_decision(decision_id: str, engine: EngineDep) -> dict[str, Any]:
-    found = await engine.decisions.get(decision_id)
+    found = await engine.decisions.get(decision_id) if re.fullmatch(DECISION_ID, decision_id) else None
     if found is None:
         raise NotFound(f"decision {decision_id} not found")
     return found
