@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from opentelemetry import propagate, trace
@@ -25,6 +26,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agents.context import Context
 from core import jsonutil
+from core.errors import FencedOut
 from core.ids import new_id
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
@@ -61,6 +63,13 @@ class EventSink:
                 await self._store.publish(self._thread_id, self._run_id, batch)
             if self._closed:
                 return
+
+    async def abandon(self) -> None:
+        """Flush what can be flushed, and never raise (the run is being given up)."""
+        try:
+            await asyncio.wait_for(self.close(), timeout=2)
+        except BaseException:
+            self._task.cancel()
 
     async def close(self) -> None:
         """Flush everything emitted so far."""
@@ -194,6 +203,12 @@ class Worker:
             await self.execute(item)
         except asyncio.CancelledError:
             raise
+        except FencedOut:
+            log.warning("run %s: worker %s lost ownership and stopped", item.run_id, self.name)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            log.warning(
+                "run %s: Redis unavailable (%s); it will be taken over after the lease", item.run_id, e
+            )
         except Exception:
             log.exception("run %s could not be recorded", item.run_id)
 
@@ -230,8 +245,8 @@ class Worker:
             sink = EventSink(self.store, thread_id, run_id)
             try:
                 outcome = await self._run_graph(payload, thread_id, run_id, token, sink)
-            except asyncio.CancelledError:
-                await sink.close()
+            except BaseException:
+                await sink.abandon()
                 raise
             if outcome.error is not None:
                 span.record_exception(outcome.error)
@@ -267,6 +282,11 @@ class Worker:
             async with asyncio.timeout(self.run_timeout_s):
                 await self._stream(graph, payload, config, sink, resume=resume)
             snapshot = await graph.aget_state(thread_config)
+        except (redis.ConnectionError, redis.TimeoutError, FencedOut):
+            # Redis went away, or another worker owns the run now: not the run's fault, so
+            # no outcome is recorded. Its queue entry stays pending; whoever takes it over
+            # (after the lease) resumes it from its last checkpoint.
+            raise
         except TimeoutError:
             log.warning("run %s timed out after %s s", run_id, self.run_timeout_s)
             error = {"error": "TimeoutError", "message": f"run exceeded {self.run_timeout_s} s"}
