@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8123
 LLM_PORT ?= 8124
 
-.PHONY: serve model test lint format bench bench-api evals clean
+.PHONY: serve model test lint format bench bench-api evals chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Interlock needs Python 3.11+"'
@@ -61,6 +61,11 @@ bench-api: $(VENV)/.installed-dev
 # the held-out split, graded against evals/baselines/; reports in evals/results/.
 evals: $(VENV)/.installed-dev $(VENV)/.installed-llm
 	$(BIN)/interlock eval support_triage.triage --split test
+
+# Fault injection for longer than the CI's 40 s: kills, pauses, API and Redis restarts.
+CHAOS_SECONDS ?= 600
+chaos: $(VENV)/.installed-dev
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_REPORT=bench/results/chaos.md $(BIN)/pytest -s tests/chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
