@@ -140,6 +140,17 @@ class ThreadPatch(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class CheckpointRef(BaseModel):
+    """A checkpoint as the protocol names one (``thread_id`` is the path's)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thread_id: str | None = None
+    checkpoint_ns: str = ""
+    checkpoint_id: str | None = None
+    checkpoint_map: dict[str, Any] | None = None
+
+
 class ThreadStateUpdate(BaseModel):
     """Body of ``POST /threads/{id}/state``."""
 
@@ -148,11 +159,15 @@ class ThreadStateUpdate(BaseModel):
     values: dict[str, Any] | list[dict[str, Any]] | None = None
     as_node: str | None = None
     checkpoint_id: str | None = None
-    checkpoint: dict[str, Any] | None = None
+    checkpoint: CheckpointRef | None = None
 
     @property
     def target_checkpoint_id(self) -> str | None:
-        return self.checkpoint_id or (self.checkpoint or {}).get("checkpoint_id")
+        return self.checkpoint_id or (self.checkpoint.checkpoint_id if self.checkpoint else None)
+
+    @property
+    def checkpoint_ns(self) -> str:
+        return self.checkpoint.checkpoint_ns if self.checkpoint else ""
 
 
 class ThreadPrune(BaseModel):
@@ -170,7 +185,7 @@ class HistoryRequest(BaseModel):
     limit: int = Field(default=10, ge=1, le=1000)
     before: str | dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    checkpoint: dict[str, Any] | None = None
+    checkpoint: CheckpointRef | None = None
 
 
 class RunCreate(BaseModel):

@@ -5,11 +5,17 @@ Every write is one Lua script over the thread's keys (plus the ``threads`` index
 each refuses a thread with an active run, so a run never loses its thread, or its state,
 half-way. Checkpoints carry the same ``{thread_id}`` hash tag, so deleting a thread takes
 its checkpoint keys (named by the caller, who owns the checkpointer) in the same script.
+
+Changing a thread's state outside a run takes the thread's fence (``P fence:{t}``, the
+token every checkpoint write of the thread's owner must present) for the time of the
+change: a run that starts meanwhile takes the fence back when it is claimed, so the
+change's checkpoint write fails instead of forking the run's history (``FencedOut``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +23,7 @@ import redis.asyncio as aredis
 
 from core import jsonutil
 from core.errors import Conflict, NotFound, TransientError
-from core.ids import now_ms
+from core.ids import new_id, now_ms
 from store.assistants import contains
 from store.layout import Layout
 from store.runs import _thread_record
@@ -70,15 +76,31 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
-# KEYS: thread. ARGV: now, status, values, interrupts, graph_id.
-# Returns 1 written, 0 a run became active meanwhile (it will record its own outcome),
-# -1 no such thread.
-_RECORD_STATE = """
+# KEYS: thread, fence. ARGV: token.
+# Returns 1 taken, 0 a run is active, -1 no such thread.
+_TAKE_FENCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], 'active_run') == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: fence. ARGV: token. Drops the fence if it still holds the token.
+_RELEASE_FENCE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: thread, fence. ARGV: now, status, values, interrupts, graph_id, token.
+# Returns 1 written (and the fence released), 0 the fence moved on (a run took the thread:
+# it records its own outcome), -1 no such thread.
+_RECORD_STATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[6] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'values', ARGV[3], 'interrupts', ARGV[4],
   'updated_at', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'graph_id', ARGV[5])
+redis.call('DEL', KEYS[2])
 return 1
 """
 
@@ -106,6 +128,20 @@ class ThreadFilter:
 
 
 @dataclass(frozen=True)
+class StateChange:
+    """A state change in progress: who holds the thread's fence (see the module doc)."""
+
+    thread_id: str
+    fence_key: str
+    token: str
+
+    @property
+    def fence(self) -> list[str]:
+        """The value of ``configurable[FENCE_CONFIG_KEY]`` for the change's writes."""
+        return [self.fence_key, self.token]
+
+
+@dataclass(frozen=True)
 class RawThread:
     """A thread's own fields as stored (metadata without graph/assistant merged in)."""
 
@@ -124,6 +160,8 @@ class ThreadAdmin:
         self._patch = client.register_script(_PATCH)
         self._create_copy = client.register_script(_CREATE_COPY)
         self._record_state = client.register_script(_RECORD_STATE)
+        self._take_fence = client.register_script(_TAKE_FENCE)
+        self._release_fence = client.register_script(_RELEASE_FENCE)
 
     @staticmethod
     async def _await(result: Awaitable[Any] | Any) -> Any:
@@ -204,8 +242,9 @@ class ThreadAdmin:
         raise TransientError(f"thread {thread_id} metadata is being changed concurrently; retry")
 
     async def delete(self, thread_id: str, other_keys: Sequence[bytes | str] = ()) -> int:
-        """Delete the thread, its runs, their event streams, and ``other_keys`` (its
-        checkpoint keys) at once. Returns the number of runs deleted.
+        """Delete the thread, its runs, their event streams, its fence (a cancelled run
+        still stopping stays fenced out) and ``other_keys`` (its checkpoint keys) at once.
+        Returns the number of runs deleted.
 
         Raises:
             NotFound: no such thread.
@@ -216,7 +255,7 @@ class ThreadAdmin:
             deleted = await self._delete(
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
-                    k.threads, *other_keys,
+                    k.threads, k.fence(thread_id), *other_keys,
                 ],
                 args=[thread_id, k.run_prefix(thread_id)],
             )  # fmt: skip
@@ -255,21 +294,46 @@ class ThreadAdmin:
                 raise Conflict(f"thread {thread_id} already exists") from None
             raise
 
+    @contextlib.asynccontextmanager
+    async def state_change(self, thread_id: str) -> AsyncIterator[StateChange]:
+        """Own the thread for a state change made outside a run: yields the fence to put
+        in the checkpoint writes' config, released on exit whatever happens.
+
+        Raises:
+            NotFound: no such thread.
+            Conflict: a run is active on it.
+        """
+        change = StateChange(thread_id, self.keys.fence(thread_id), f"state:{new_id()}")
+        taken = await self._take_fence(
+            keys=[self.keys.thread(thread_id), change.fence_key], args=[change.token]
+        )
+        if taken == -1:
+            raise NotFound(f"thread {thread_id} not found")
+        if taken == 0:
+            raise Conflict(f"thread {thread_id} has an active run; update its state after the run ends")
+        try:
+            yield change
+        finally:
+            await self._release_fence(keys=[change.fence_key], args=[change.token])
+
     async def record_state(
         self,
-        thread_id: str,
+        change: StateChange,
         *,
         graph_id: str,
         status: str,
         values: Any,
         interrupts: Mapping[str, Any],
     ) -> bool:
-        """Record a state written outside a run (``POST /threads/{id}/state``) on the
-        thread record. False when a run started meanwhile: its outcome will be recorded."""
+        """Record the state a change wrote on the thread record. False when a run took
+        the thread meanwhile: its outcome will be recorded instead."""
         written = await self._record_state(
-            keys=[self.keys.thread(thread_id)],
-            args=[now_ms(), status, jsonutil.dumps(values), jsonutil.dumps(dict(interrupts)), graph_id],
-        )
+            keys=[self.keys.thread(change.thread_id), change.fence_key],
+            args=[
+                now_ms(), status, jsonutil.dumps(values), jsonutil.dumps(dict(interrupts)), graph_id,
+                change.token,
+            ],
+        )  # fmt: skip
         if written == -1:
-            raise NotFound(f"thread {thread_id} not found")
+            raise NotFound(f"thread {change.thread_id} not found")
         return bool(written == 1)

@@ -169,17 +169,18 @@ async def _history(engine: Engine, thread_id: str, body: HistoryRequest) -> list
     if isinstance(body.before, str):
         before = {"configurable": {"thread_id": thread_id, "checkpoint_id": body.before}}
     elif isinstance(body.before, dict):
-        cp_id = body.before.get("checkpoint_id") or (body.before.get("configurable") or {}).get(
-            "checkpoint_id"
+        nested = body.before.get("configurable")
+        cp_id = body.before.get("checkpoint_id") or (
+            nested.get("checkpoint_id") if isinstance(nested, dict) else None
         )
-        if not cp_id:
+        if not isinstance(cp_id, str) or not cp_id:
             raise InvalidInput("'before' must be a checkpoint id or an object with 'checkpoint_id'")
         before = {"configurable": {"thread_id": thread_id, "checkpoint_id": cp_id}}
     configurable: dict[str, Any] = {"thread_id": thread_id}
     if body.checkpoint:
-        configurable.update(
-            {k: v for k, v in body.checkpoint.items() if k in ("checkpoint_ns", "checkpoint_id")}
-        )
+        configurable["checkpoint_ns"] = body.checkpoint.checkpoint_ns
+        if body.checkpoint.checkpoint_id:
+            configurable["checkpoint_id"] = body.checkpoint.checkpoint_id
     return [
         state_view(s)
         async for s in graph.aget_state_history(
@@ -374,7 +375,7 @@ async def update_state(
         raise InvalidInput(f"thread {thread_id} names graph '{graph_id}', which is not registered here")
     configurable: dict[str, Any] = {
         "thread_id": thread_id,
-        "checkpoint_ns": (body.checkpoint or {}).get("checkpoint_ns") or "",
+        "checkpoint_ns": body.checkpoint_ns,
     }
     if checkpoint_id := body.target_checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id

@@ -14,6 +14,12 @@ import redis.asyncio as aredis
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
+from core.errors import FENCE_CONFIG_KEY, FencedOut
+from graphs.registry import GraphRegistry
+from runs.compile import compile_entry
+from store.checkpoint import AsyncRedisSaver
+from store.layout import Layout
+from store.threads import ThreadAdmin
 from tests.fakes.openai_server import FakeOpenAI
 from tests.service import ServiceProcess
 
@@ -178,6 +184,8 @@ async def test_delete_removes_everything_of_the_thread(
     await client.runs.wait(tid, "support_triage", command={"resume": {"decision": "reject", "comment": "no"}})
     runs = await client.runs.list(tid)
     assert len(runs) == 2
+    # A cancelled run that is still stopping leaves the fence pointing away from it.
+    await redis_client.set(f"{prefix}fence:{{{tid}}}", "cancelled:some-run")
     before = await _keys_of(redis_client, prefix, tid)
     assert f"{prefix}th:{{{tid}}}" in before
     assert any(k.startswith(f"{prefix}cp:") for k in before)
@@ -278,7 +286,9 @@ async def test_copy_forks_an_interrupted_thread(client: LangGraphClient, http: h
 # --- state updates --------------------------------------------------------------------------
 
 
-async def test_update_state_writes_a_checkpoint(client: LangGraphClient) -> None:
+async def test_update_state_writes_a_checkpoint(
+    client: LangGraphClient, redis_client: aredis.Redis, prefix: str
+) -> None:
     thread = await client.threads.create()
     tid = thread["thread_id"]
     await _run(client, tid, ANSWER)
@@ -293,6 +303,7 @@ async def test_update_state_writes_a_checkpoint(client: LangGraphClient) -> None
     assert state["parent_checkpoint"]["checkpoint_id"] == before["checkpoint"]["checkpoint_id"]
     assert state["values"]["resolution"] == "edited by a person"
     assert state["values"]["route"] == before["values"]["route"]
+    assert await redis_client.exists(f"{prefix}fence:{{{tid}}}") == 0  # released
     thread_after = await client.threads.get(tid)
     assert thread_after["values"]["resolution"] == "edited by a person"
     assert thread_after["status"] == "idle"
@@ -308,6 +319,38 @@ async def test_update_state_writes_a_checkpoint(client: LangGraphClient) -> None
     assert forked_state["values"]["ticket"] == "forked"
     assert forked_state["parent_checkpoint"]["checkpoint_id"] == first["checkpoint"]["checkpoint_id"]
     assert as_triage["checkpoint"]["checkpoint_id"] != forked["checkpoint"]["checkpoint_id"]
+
+
+async def test_a_run_taking_the_thread_mid_update_fences_the_update_out(
+    client: LangGraphClient, redis_client: aredis.Redis, prefix: str
+) -> None:
+    """What the route does, with a worker claiming a run between taking the fence and
+    writing: the checkpoint write fails, nothing is written, the run's fence stays."""
+    thread = await client.threads.create(graph_id="support_triage")
+    tid = thread["thread_id"]
+    await client.threads.update_state(tid, {"ticket": "first", "customer_id": "c-001"})
+    history = await client.threads.get_history(tid)
+    admin = ThreadAdmin(redis_client, prefix=prefix)
+    saver = AsyncRedisSaver(redis_client, prefix=prefix)
+    graph = compile_entry(GraphRegistry.load(None).get("support_triage"), saver)
+    fence = Layout(prefix).fence(tid)
+    try:
+        async with admin.state_change(tid) as change:
+            assert await redis_client.get(fence) == change.token.encode()
+            await redis_client.set(fence, "some-run:1")  # a worker claimed a run meanwhile
+            config: Any = {"configurable": {"thread_id": tid, FENCE_CONFIG_KEY: change.fence}}
+            with pytest.raises(FencedOut):
+                await graph.aupdate_state(config, {"ticket": "second"})
+            recorded = await admin.record_state(
+                change, graph_id="support_triage", status="idle", values={"ticket": "second"}, interrupts={}
+            )
+            assert recorded is False
+        assert await redis_client.get(fence) == b"some-run:1"  # the run's fence is left alone
+        assert await client.threads.get_history(tid) == history
+        assert (await client.threads.get(tid))["values"]["ticket"] == "first"
+    finally:
+        await redis_client.delete(fence)
+        await saver.aclose()
 
 
 async def test_update_state_resolving_an_interrupt(client: LangGraphClient) -> None:
@@ -349,6 +392,8 @@ async def test_bad_state_updates_write_nothing(client: LangGraphClient, http: ht
         ({"values": {"ticket": "x"}, "checkpoint": {"checkpoint_id": str(uuid.uuid4())}}, 404, "checkpoint"),
         ({"values": "text"}, 422, "values"),
         ({"values": {"ticket": "x"}, "as_node": 3}, 422, "as_node"),
+        ({"values": {"ticket": "x"}, "checkpoint": {"checkpoint_ns": 5}}, 422, "checkpoint_ns"),
+        ({"values": {"ticket": "x"}, "checkpoint": {"checkpoint_ns": "no|such"}}, 422, "no|such"),
     ):
         r = await http.post(f"/threads/{tid}/state", json=body)
         assert words in _error(r, status), body
@@ -394,6 +439,10 @@ async def test_history_filter_before_and_limit(client: LangGraphClient, http: ht
 
     assert "limit" in _error(await http.post(f"/threads/{tid}/history", json={"limit": 0}), 422)
     assert "before" in _error(await http.post(f"/threads/{tid}/history", json={"before": {"x": 1}}), 422)
+    r = await http.post(f"/threads/{tid}/history", json={"before": {"checkpoint_id": 5}})
+    assert "before" in _error(r, 422)
+    r = await http.post(f"/threads/{tid}/history", json={"checkpoint": {"checkpoint_id": 5}})
+    assert "checkpoint_id" in _error(r, 422)
 
 
 # --- prune ------------------------------------------------------------------------------------
