@@ -5,6 +5,7 @@ and a context schema (``greeter``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -203,6 +204,16 @@ async def test_create_update_and_switch_versions(client: LangGraphClient) -> Non
     assert len(await client.assistants.get_versions(aid)) == 3
     # The next update numbers after the highest version, not after the current one.
     assert (await client.assistants.update(aid, description="again"))["version"] == 4
+
+
+async def test_concurrent_updates_each_get_a_version(client: LangGraphClient) -> None:
+    aid = (await client.assistants.create("greeter"))["assistant_id"]
+    results = await asyncio.gather(*(client.assistants.update(aid, metadata={f"k{i}": i}) for i in range(12)))
+    assert sorted(r["version"] for r in results) == list(range(2, 14))
+    versions = await client.assistants.get_versions(aid, limit=100)
+    assert [v["version"] for v in versions] == list(range(13, 0, -1))
+    # Metadata merges: the last version has every key, none lost to a race.
+    assert (await client.assistants.get(aid))["metadata"] == {f"k{i}": i for i in range(12)}
 
 
 async def test_create_with_an_id_and_if_exists(client: LangGraphClient, http: httpx.AsyncClient) -> None:

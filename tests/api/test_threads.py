@@ -4,6 +4,7 @@ client; ``support_triage`` runs against the fake LLM."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -170,6 +171,12 @@ async def test_update_merges_metadata(client: LangGraphClient, http: httpx.Async
     assert missing in _error(await http.patch(f"/threads/{missing}", json={"metadata": {}}), 404)
     assert "metadata" in _error(await http.patch(f"/threads/{tid}", json={"metadata": [1]}), 422)
     assert (await client.threads.get(tid))["metadata"] == after["metadata"]
+
+
+async def test_concurrent_metadata_updates_all_land(client: LangGraphClient) -> None:
+    tid = (await client.threads.create(metadata={"base": 0}))["thread_id"]
+    await asyncio.gather(*(client.threads.update(tid, metadata={f"k{i}": i}) for i in range(12)))
+    assert (await client.threads.get(tid))["metadata"] == {"base": 0, **{f"k{i}": i for i in range(12)}}
 
 
 # --- delete ------------------------------------------------------------------------------
