@@ -52,10 +52,10 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.checkpointer
 
 # Interlock against the official `langgraph dev` (installed into .bench-venv/ on first use),
-# then what removing one cost at a time saves, then a py-spy profile: ~8 min.
+# then what removing one cost at a time saves, then a py-spy profile: ~12 min.
 bench-api: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet py-spy
-	$(BIN)/python -m bench.api --interlock durable,everysec,async-nodes,no-otel --profile 30
+	$(BIN)/python -m bench.api --rounds 3 --interlock durable,everysec,async-nodes,no-otel --profile 30
 
 # Decision-node evals against the configured model (the embedded local one by default):
 # the held-out split, graded against evals/baselines/; reports in evals/results/.

@@ -67,6 +67,8 @@ DEV_REQUIREMENT = "langgraph-cli[inmem]"
 MAX_THROUGHPUT_RUNS = 20_000
 """Cap on runs in one throughput phase, whatever ``--seconds`` says."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+FINDINGS = "## Findings"
+"""Heading of the hand-written part of the results file, kept when the tables are redone."""
 # Variables that would change what either server does (exporting spans, a remote Redis,
 # LangSmith tracing): dropped from both servers' environment.
 _DROP_ENV = ("REDIS_URL", "LANGSMITH_", "LANGCHAIN_", "OTEL_", "INTERLOCK_")
@@ -97,6 +99,26 @@ def _versions(python: str, names: list[str]) -> dict[str, str]:
     )
     out = subprocess.run([python, "-c", code, *names], capture_output=True, text=True, check=True).stdout
     return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def _revision() -> str:
+    """The commit Interlock runs from, marked when the working tree differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} with uncommitted changes" if dirty else head
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -226,8 +248,10 @@ def dev_server(scratch: Path) -> Server:
     exe = ensure_dev_server()
     # It resolves graph paths against its working directory and writes .langgraph_api/
     # there, so it runs on a copy of bench/graphs under /tmp.
-    cwd = scratch / "langgraph-dev"
-    shutil.copytree(GRAPHS, cwd, ignore=shutil.ignore_patterns("__pycache__", ".langgraph_api"))
+    cwd = Path(tempfile.mkdtemp(prefix="langgraph-dev-", dir=scratch))
+    shutil.copytree(
+        GRAPHS, cwd, ignore=shutil.ignore_patterns("__pycache__", ".langgraph_api"), dirs_exist_ok=True
+    )
     port = free_port()
     argv = [str(exe), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)]
     return Server(
@@ -236,7 +260,7 @@ def dev_server(scratch: Path) -> Server:
         _clean_env(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false"),
         cwd,
         port,
-        scratch / "langgraph-dev.log",
+        cwd.with_suffix(".log"),
         "`langgraph dev --no-browser --no-reload` (in-memory runtime, default "
         "`--n-jobs-per-worker 10`, its default log level), `LANGGRAPH_CLI_NO_ANALYTICS=1`, own "
         f"virtualenv `{DEV_VENV.relative_to(ROOT)}`, run in a copy of `bench/graphs` under /tmp",
@@ -337,7 +361,9 @@ class Result:
     tp_client_cpu_s: float = 0.0
     tp_wait_ms: list[float] = field(default_factory=list)
     load: list[float] = field(default_factory=list)
-    """1-minute load average before latency, before throughput, after throughput."""
+    """1-minute load average before latency, before throughput, after throughput (each round)."""
+    round_p50_ms: list[float] = field(default_factory=list)
+    round_runs_per_s: list[float] = field(default_factory=list)
 
     @property
     def p50(self) -> float:
@@ -393,19 +419,23 @@ async def throughput(url: str, graph_id: str, pid: int, result: Result, clients:
         start = time.perf_counter()
         deadline = start + seconds
         await asyncio.gather(*(loop(c) for c in sdks))
-        result.tp_seconds = time.perf_counter() - start
-        cpu1 = tree_cpu_s(pid)
-        result.tp_cpu_by_process = {k: v - cpu0.get(k, 0.0) for k, v in cpu1.items()}
-        result.tp_client_cpu_s = _client_cpu_s() - client0
-        result.tp_runs = done
+        elapsed = time.perf_counter() - start
+        for name, cpu in tree_cpu_s(pid).items():
+            result.tp_cpu_by_process[name] = (
+                result.tp_cpu_by_process.get(name, 0.0) + cpu - cpu0.get(name, 0.0)
+            )
+        result.tp_client_cpu_s += _client_cpu_s() - client0
+        result.tp_seconds += elapsed
+        result.tp_runs += done
         result.clients = clients
+        result.round_runs_per_s.append(done / elapsed)
     finally:
         for c in sdks:
             await c.aclose()
 
 
-def measure(server: Server, runs: int, clients: int, seconds: float) -> Result:
-    result = Result(server.name, server.settings, server.warmup)
+def measure(server: Server, result: Result, runs: int, clients: int, seconds: float) -> None:
+    """One round on a fresh server: latency, then throughput, added to ``result``."""
     print(f"{server.name}: starting ({server.log_path})", flush=True)
     server.start()
     try:
@@ -413,14 +443,15 @@ def measure(server: Server, runs: int, clients: int, seconds: float) -> Result:
         time.sleep(2)  # let start-up work (imports, AOF rewrite, first polls) settle
         result.load.append(os.getloadavg()[0])
         print(f"{server.name}: latency, {runs} runs", flush=True)
+        before = len(result.wait_ms)
         asyncio.run(latency(server.url, server.graph_id, result, runs, server.warmup))
+        result.round_p50_ms.append(statistics.median(result.wait_ms[before:]))
         result.load.append(os.getloadavg()[0])
         print(f"{server.name}: throughput, {clients} clients, {seconds:.0f} s", flush=True)
         asyncio.run(throughput(server.url, server.graph_id, server.pid, result, clients, seconds))
         result.load.append(os.getloadavg()[0])
     finally:
         server.stop()
-    return result
 
 
 def profile(server: Server, clients: int, seconds: float, out: Path) -> list[str]:
@@ -451,6 +482,11 @@ def profile(server: Server, clients: int, seconds: float, out: Path) -> list[str
 
 
 # --- the report ---------------------------------------------------------------------------
+
+
+def _spread(per_round: list[float]) -> str:
+    """`` (lowest–highest round)`` when there was more than one round."""
+    return f" ({min(per_round):.1f}–{max(per_round):.1f})" if len(per_round) > 1 else ""
 
 
 def _met(ok: bool) -> str:
@@ -494,8 +530,8 @@ def render(
         "",
         f"- Date: {now}",
         f"- Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
-        f"load average (1 min) {load_start:.2f} before the first server started, then per server in "
-        "the table (before latency → before throughput → after)",
+        f"load average (1 min) {load_start:.2f} before the first server started; per server, the "
+        "lowest–highest of the values read before latency, before throughput and after, every round",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- Disk: one 512-byte append + fsync under /tmp takes {fsync[0]:.2f} ms (p50), "
         f"{fsync[1]:.2f} ms (p99): the floor under every durable Redis write",
@@ -505,6 +541,9 @@ def render(
         "- Client: `langgraph-sdk` from Interlock's virtualenv, one process, asyncio; per run "
         "`threads.create()` then `runs.wait(thread_id, 'ten', input=…)`; default durability "
         "(`async`) on both servers",
+        f"- Rounds: {len(ours.round_p50_ms)}; every server is measured once per round, in turn, on a "
+        "fresh process (and data dir); latency and throughput pool all rounds, with the lowest–"
+        "highest round in brackets",
         "- Latency: one client, one run at a time, a fresh thread per run, after warm-up runs "
         "(" + ", ".join(f"{r.name}: {r.warmup}" for r in results) + "); time of the `runs.wait` call only",
         "- Throughput: N concurrent clients, each with its own SDK client (connection pool), "
@@ -512,7 +551,8 @@ def render(
         f"counted), at most {MAX_THROUGHPUT_RUNS} runs",
         "- Server CPU: utime + stime from /proc of the server's process tree over the throughput "
         "phase / runs completed; client CPU: this script's own (getrusage), same phase",
-        "- Each server runs alone (the others are stopped), and the client shares the 2 cores with it",
+        "- Each server runs alone (the others are stopped), and the client shares the 2 cores with it; "
+        "the machine is shared with other work, whose load shows in the load averages",
         "",
     ]
     for r in results:
@@ -528,11 +568,12 @@ def render(
     ]
     for r in results:
         lines.append(
-            f"| {r.name} | {len(r.wait_ms)} | {r.p50:.1f} | {r.p99:.1f} | "
+            f"| {r.name} | {len(r.wait_ms)} | {r.p50:.1f}{_spread(r.round_p50_ms)} | {r.p99:.1f} | "
             f"{statistics.median(r.create_ms):.1f} | {r.clients} | {r.tp_runs} | {r.tp_seconds:.1f} | "
-            f"{r.runs_per_s:.1f} | {statistics.median(r.tp_wait_ms):.1f} | {r.cpu_ms_per_run:.2f} | "
+            f"{r.runs_per_s:.1f}{_spread(r.round_runs_per_s)} | {statistics.median(r.tp_wait_ms):.1f} | "
+            f"{r.cpu_ms_per_run:.2f} | "
             f"{r.cpu_split()} | {r.tp_client_cpu_s * 1000 / r.tp_runs:.2f} | "
-            f"{' → '.join(f'{x:.2f}' for x in r.load)} |"
+            f"{min(r.load):.2f}–{max(r.load):.2f} |"
         )
     lines += [
         "",
@@ -574,12 +615,15 @@ def scratch_dir() -> Iterator[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=500, help="latency runs against Interlock")
+    parser.add_argument("--runs", type=int, default=500, help="latency runs against Interlock, per round")
     parser.add_argument(
-        "--dev-runs", type=int, default=40, help="latency runs against the dev server (~1 s each)"
+        "--dev-runs", type=int, default=40, help="latency runs against the dev server (~1 s each), per round"
     )
     parser.add_argument("--clients", type=int, default=10, help="concurrent clients in the throughput phase")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each throughput phase")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every server this many times, in turn")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="length of each throughput phase (per server and round)"
+    )
     parser.add_argument(
         "--interlock",
         default="durable",
@@ -598,7 +642,8 @@ def main() -> None:
     args = parser.parse_args()
 
     load_start = os.getloadavg()[0]
-    versions = {n: importlib.metadata.version(n) for n in ("langgraph", "langgraph-sdk")}
+    versions = {"interlock": _revision()}
+    versions |= {n: importlib.metadata.version(n) for n in ("langgraph", "langgraph-sdk")}
     servers: list[Callable[[Path], Server]] = [
         functools.partial(interlock_server, variant=v) for v in args.interlock.split(",")
     ]
@@ -607,15 +652,23 @@ def main() -> None:
         names = ["langgraph", "langgraph-api", "langgraph-cli", "langgraph-runtime-inmem"]
         versions |= {f"{k} (dev server)": v for k, v in _versions(str(dev_python), names).items()}
         servers.append(dev_server)
-    results = []
+    results: dict[str, Result] = {}
     profiled: list[str] | None = None
     with scratch_dir() as scratch:
         fsync = fsync_ms(scratch)
         try:
-            for make in servers:
-                server = make(scratch)
-                runs = args.dev_runs if server.name == "langgraph dev" else args.runs
-                results.append(measure(server, runs, args.clients, args.seconds))
+            # Rounds, each server in turn: background load that comes and goes (a shared
+            # 2-core machine) then hits every server alike rather than one.
+            for i in range(args.rounds):
+                for make in servers:
+                    server = make(scratch)
+                    if args.rounds > 1:
+                        print(f"round {i + 1}/{args.rounds}", flush=True)
+                    result = results.setdefault(
+                        server.name, Result(server.name, server.settings, server.warmup)
+                    )
+                    runs = args.dev_runs if server.name == "langgraph dev" else args.runs
+                    measure(server, result, runs, args.clients, args.seconds)
             if args.profile:
                 server = interlock_server(scratch, args.interlock.split(",")[0])
                 profiled = profile(server, args.clients, args.profile, scratch / "py-spy.txt")
@@ -624,10 +677,16 @@ def main() -> None:
                 args.logs.mkdir(parents=True, exist_ok=True)
                 for log in [*scratch.glob("*.log"), *scratch.glob("py-spy.txt")]:
                     shutil.copy(log, args.logs / log.name)
-    report = render(results, versions=versions, load_start=load_start, fsync=fsync, profile=profiled)
+    report = render(
+        list(results.values()), versions=versions, load_start=load_start, fsync=fsync, profile=profiled
+    )
+    print(report)
+    # The hand-written reading of a run survives re-runs, to be checked against new tables.
+    previous = args.out.read_text() if args.out.exists() else ""
+    if FINDINGS in previous:
+        report += "\n" + previous[previous.index(FINDINGS) :]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
-    print(report)
 
 
 if __name__ == "__main__":
