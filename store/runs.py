@@ -79,7 +79,9 @@ end
 # KEYS: thread, thread_runs, pending, run, queue, threads, fence
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
 #       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s
-_CREATE_RUN = _CANCEL_FN + """
+_CREATE_RUN = (
+    _CANCEL_FN
+    + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', thread) == 0 then
@@ -114,10 +116,14 @@ else
 end
 return run_status
 """
+)
 
 # KEYS: thread, pending, run, queue, fence
 # ARGV: run_id, thread_id, now, run_key_prefix, events_maxlen, events_ttl_s
-_CANCEL_RUN = _CANCEL_FN + _PROMOTE_FN + """
+_CANCEL_RUN = (
+    _CANCEL_FN
+    + _PROMOTE_FN
+    + """
 local thread, pending, run, queue, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[3]
 if redis.call('LREM', pending, 0, run_id) > 0 then
@@ -132,6 +138,7 @@ cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
 promote(thread, pending, queue, ARGV[4], ARGV[2], now)
 return 'cancelled'
 """
+)
 
 # KEYS: run, fence, events
 # ARGV: run_id, worker, now, events_maxlen, events_ttl_s
@@ -272,7 +279,7 @@ class RunStore:
 
     async def get_thread(self, thread_id: str) -> dict[str, Any] | None:
         raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.thread(thread_id)))
-        return _thread_record(raw) if raw else None
+        return thread_record(raw) if raw else None
 
     # runs
 
@@ -326,7 +333,9 @@ class RunStore:
             if code == "no_run":
                 raise NotFound(f"run {run_id} not found on thread {thread_id}") from None
             if code == "not_active":
-                raise Conflict(f"run {run_id} has already ended; only pending or running runs can be cancelled") from None
+                raise Conflict(
+                    f"run {run_id} has already ended; only pending or running runs can be cancelled"
+                ) from None
             raise
 
     async def get_run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
@@ -480,7 +489,7 @@ def _queued(message_id: bytes, fields: dict[bytes, bytes]) -> QueuedRun:
     )
 
 
-def _thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+def thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     metadata = jsonutil.loads(raw.get(b"metadata", b"{}"))
     for field in ("graph_id", "assistant_id"):
         if (value := raw.get(field.encode())) is not None:

@@ -26,7 +26,7 @@ from core.errors import Conflict, NotFound, TransientError
 from core.ids import new_id, now_ms
 from store.assistants import contains
 from store.layout import Layout
-from store.runs import _thread_record
+from store.runs import thread_record
 
 _BATCH = 500
 """Thread records read per round trip when searching."""
@@ -172,7 +172,7 @@ class ThreadAdmin:
         pipe = self.client.pipeline(transaction=False)
         for thread_id in ids:
             pipe.hgetall(self.keys.thread(thread_id))
-        return [_thread_record(raw) for raw in await pipe.execute() if raw]
+        return [thread_record(raw) for raw in await pipe.execute() if raw]
 
     async def _matching(self, where: ThreadFilter) -> list[dict[str, Any]]:
         if where.ids is not None:

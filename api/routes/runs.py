@@ -117,6 +117,8 @@ async def submit_run(
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=propagate.extract(request.headers))
     checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
+    if checkpoint_id is not None and not isinstance(checkpoint_id, str):
+        raise InvalidInput("checkpoint.checkpoint_id must be a string (a checkpoint id)")
     payload = RunPayload(
         graph_id=graph_id,
         assistant_id=assistant["assistant_id"],

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
@@ -51,3 +52,16 @@ def service(
 async def client(service: ServiceProcess) -> AsyncIterator[LangGraphClient]:
     async with get_client(url=service.url, api_key=None) as c:
         yield c
+
+
+@pytest.fixture
+async def http(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client on the service, for what the SDK hides (status codes, bodies)."""
+    async with httpx.AsyncClient(base_url=service.url) as c:
+        yield c
+
+
+@pytest.fixture
+def prefix(service: ServiceProcess) -> str:
+    """The service's Redis key prefix."""
+    return service.env["INTERLOCK_KEY_PREFIX"]

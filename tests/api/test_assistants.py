@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +18,7 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
 from core.ids import default_assistant_id
+from tests.api.support import expect_error
 from tests.fakes.openai_server import FakeOpenAI
 from tests.service import ServiceProcess
 
@@ -90,25 +91,6 @@ def service(
         proc.stop()
 
 
-@pytest.fixture
-async def http(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.url) as c:
-        yield c
-
-
-@pytest.fixture
-def prefix(service: ServiceProcess) -> str:
-    return service.env["INTERLOCK_KEY_PREFIX"]
-
-
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail"}
-    assert body["detail"]
-    return str(body["detail"])
-
-
 async def _stored_keys(redis_client: aredis.Redis, prefix: str) -> list[bytes]:
     return sorted([k async for k in redis_client.scan_iter(match=f"{prefix}asst*")])
 
@@ -141,10 +123,10 @@ async def test_defaults_cannot_be_changed_or_deleted(
 ) -> None:
     with pytest.raises(ConflictError):
         await client.assistants.delete(TRIAGE_DEFAULT)
-    assert "default assistant" in _error(await http.delete(f"/assistants/{TRIAGE_DEFAULT}"), 409)
-    assert "default assistant" in _error(await http.delete("/assistants/support_triage"), 409)
+    assert "default assistant" in expect_error(await http.delete(f"/assistants/{TRIAGE_DEFAULT}"), 409)
+    assert "default assistant" in expect_error(await http.delete("/assistants/support_triage"), 409)
     r = await http.patch(f"/assistants/{TRIAGE_DEFAULT}", json={"metadata": {"x": 1}})
-    assert "default assistant" in _error(r, 409)
+    assert "default assistant" in expect_error(r, 409)
     with pytest.raises(NotFoundError):
         await client.assistants.set_latest(TRIAGE_DEFAULT, 2)
     assert (await client.assistants.get(TRIAGE_DEFAULT))["metadata"] == {"created_by": "system"}
@@ -221,7 +203,7 @@ async def test_create_with_an_id_and_if_exists(client: LangGraphClient, http: ht
     first = await client.assistants.create("support_triage", assistant_id=aid, name="first")
     assert first["assistant_id"] == aid
     assert first["name"] == "first"
-    assert "already exists" in _error(
+    assert "already exists" in expect_error(
         await http.post("/assistants", json={"graph_id": "greeter", "assistant_id": aid, "name": "second"}),
         409,
     )
@@ -232,7 +214,7 @@ async def test_create_with_an_id_and_if_exists(client: LangGraphClient, http: ht
     assert unnamed["name"] == "Untitled"
     assert unnamed["config"] == {} and unnamed["context"] == {} and unnamed["metadata"] == {}
     # A default assistant's id is taken too.
-    assert "already exists" in _error(
+    assert "already exists" in expect_error(
         await http.post("/assistants", json={"graph_id": "greeter", "assistant_id": TRIAGE_DEFAULT}), 409
     )
     same = await client.assistants.create("greeter", assistant_id=TRIAGE_DEFAULT, if_exists="do_nothing")
@@ -245,18 +227,18 @@ async def test_bad_creates_write_nothing(
     before_keys = await _stored_keys(redis_client, prefix)
     before = await client.assistants.count()
     r = await http.post("/assistants", json={"graph_id": "no_such_graph"})
-    assert "no_such_graph" in _error(r, 404)
-    assert "UUID" in _error(
+    assert "no_such_graph" in expect_error(r, 404)
+    assert "UUID" in expect_error(
         await http.post("/assistants", json={"graph_id": "greeter", "assistant_id": "x"}), 422
     )
-    assert "graph_id" in _error(await http.post("/assistants", json={"name": "no graph"}), 422)
+    assert "graph_id" in expect_error(await http.post("/assistants", json={"name": "no graph"}), 422)
     r = await http.post("/assistants", json={"graph_id": "greeter", "config": {"configurable": [1]}})
-    assert "configurable" in _error(r, 422)
+    assert "configurable" in expect_error(r, 422)
     r = await http.post("/assistants", json={"graph_id": "greeter", "metadata": "not an object"})
-    assert "metadata" in _error(r, 422)
+    assert "metadata" in expect_error(r, 422)
     r = await http.post("/assistants", json={"graph_id": "greeter", "if_exists": "overwrite"})
-    assert "if_exists" in _error(r, 422)
-    assert "not valid JSON" in _error(
+    assert "if_exists" in expect_error(r, 422)
+    assert "not valid JSON" in expect_error(
         await http.post("/assistants", content=b"{", headers={"content-type": "application/json"}), 422
     )
     with pytest.raises(NotFoundError):
@@ -279,14 +261,14 @@ async def test_bad_updates_write_nothing(client: LangGraphClient, http: httpx.As
         await http.get(f"/assistants/{missing}/schemas"),
         await http.get(f"/assistants/{missing}/subgraphs"),
     ):
-        assert missing in _error(response, 404)
-    assert "no_such_graph" in _error(
+        assert missing in expect_error(response, 404)
+    assert "no_such_graph" in expect_error(
         await http.patch(f"/assistants/{aid}", json={"graph_id": "no_such_graph"}), 404
     )
-    assert "version" in _error(await http.post(f"/assistants/{aid}/latest", json={"version": 7}), 404)
-    assert "version" in _error(await http.post(f"/assistants/{aid}/latest", json={"version": 0}), 422)
-    assert "version" in _error(await http.post(f"/assistants/{aid}/latest", json={}), 422)
-    assert "metadata" in _error(await http.patch(f"/assistants/{aid}", json={"metadata": [1]}), 422)
+    assert "version" in expect_error(await http.post(f"/assistants/{aid}/latest", json={"version": 7}), 404)
+    assert "version" in expect_error(await http.post(f"/assistants/{aid}/latest", json={"version": 0}), 422)
+    assert "version" in expect_error(await http.post(f"/assistants/{aid}/latest", json={}), 422)
+    assert "metadata" in expect_error(await http.patch(f"/assistants/{aid}", json={"metadata": [1]}), 422)
     with pytest.raises(UnprocessableEntityError):
         await client.assistants.update(aid, config={"configurable": "nope"})  # type: ignore[typeddict-item]
     assert await client.assistants.get(aid) == created
@@ -308,7 +290,7 @@ async def test_delete(
     assert await client.assistants.count(metadata={"doomed": True}) == 0
     assert await redis_client.exists(f"{prefix}asst:{aid}", f"{prefix}asst:{aid}:v") == 0
     assert await redis_client.zscore(f"{prefix}assistants", aid) is None
-    assert aid in _error(await http.delete(f"/assistants/{aid}"), 404)
+    assert aid in expect_error(await http.delete(f"/assistants/{aid}"), 404)
 
 
 async def test_delete_with_its_threads(client: LangGraphClient, fake_llm: FakeOpenAI) -> None:
@@ -384,9 +366,9 @@ async def test_search_and_count(client: LangGraphClient, http: httpx.AsyncClient
     assert slim == [{"assistant_id": ids[2], "name": "Bravo greeter"}]
 
     r = await http.post("/assistants/search", json={"sort_by": "color"})
-    assert "sort_by" in _error(r, 422)
-    assert "limit" in _error(await http.post("/assistants/search", json={"limit": 0}), 422)
-    assert "select" in _error(await http.post("/assistants/search", json={"select": ["secret"]}), 422)
+    assert "sort_by" in expect_error(r, 422)
+    assert "limit" in expect_error(await http.post("/assistants/search", json={"limit": 0}), 422)
+    assert "select" in expect_error(await http.post("/assistants/search", json={"select": ["secret"]}), 422)
 
 
 # --- the graph behind an assistant ------------------------------------------------------
@@ -417,9 +399,11 @@ async def test_graph_as_json_and_mermaid(client: LangGraphClient, http: httpx.As
     sub = await http.get("/assistants/greeter/graph", params={"format": "mermaid", "xray": "true"})
     assert "subgraph loud" in sub.text
 
-    assert "xray" in _error(await http.get("/assistants/greeter/graph", params={"xray": "deep"}), 422)
-    assert "xray" in _error(await http.get("/assistants/greeter/graph", params={"xray": "-1"}), 422)
-    assert "format" in _error(await http.get("/assistants/greeter/graph", params={"format": "png"}), 422)
+    assert "xray" in expect_error(await http.get("/assistants/greeter/graph", params={"xray": "deep"}), 422)
+    assert "xray" in expect_error(await http.get("/assistants/greeter/graph", params={"xray": "-1"}), 422)
+    assert "format" in expect_error(
+        await http.get("/assistants/greeter/graph", params={"format": "png"}), 422
+    )
 
 
 async def test_schemas(client: LangGraphClient) -> None:
@@ -450,7 +434,7 @@ async def test_subgraphs(client: LangGraphClient, http: httpx.AsyncClient) -> No
     assert set(subgraphs["loud"]) >= {"input_schema", "output_schema", "state_schema", "context_schema"}
     assert list(await client.assistants.get_subgraphs("greeter", namespace="loud", recurse=True)) == ["loud"]
     assert await client.assistants.get_subgraphs("greeter", namespace="quiet") == {}
-    assert "recurse" in _error(
+    assert "recurse" in expect_error(
         await http.get("/assistants/greeter/subgraphs", params={"recurse": "maybe"}), 422
     )
 
@@ -481,5 +465,5 @@ async def test_runs_reject_a_deleted_assistant(client: LangGraphClient, http: ht
         f"/threads/{thread['thread_id']}/runs/wait",
         json={"assistant_id": assistant["assistant_id"], "input": {"name": "x"}},
     )
-    assert assistant["assistant_id"] in _error(r, 404)
+    assert assistant["assistant_id"] in expect_error(r, 404)
     assert await client.runs.list(thread["thread_id"]) == []

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from langgraph_sdk.client import LangGraphClient
 
-from tests.service import ServiceProcess
-
-
-@pytest.fixture
-async def http(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.url) as c:
-        yield c
-
-
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error", "detail"}
-    assert body["detail"]
-    return str(body["detail"])
+from tests.api.support import expect_error
 
 
 async def test_ok_and_info(http: httpx.AsyncClient) -> None:
@@ -41,7 +24,7 @@ async def test_unknown_assistant_is_404_and_creates_no_run(
         f"/threads/{thread['thread_id']}/runs/wait",
         json={"assistant_id": "no_such_graph", "input": {"ticket": "x", "customer_id": "c-001"}},
     )
-    assert "no_such_graph" in _error(r, 404)
+    assert "no_such_graph" in expect_error(r, 404)
     assert await client.runs.list(thread["thread_id"]) == []
 
 
@@ -56,7 +39,7 @@ async def test_unknown_thread_is_404(http: httpx.AsyncClient) -> None:
             json={"assistant_id": "support_triage", "input": {"ticket": "x", "customer_id": "c-001"}},
         ),
     ):
-        assert missing in _error(response, 404)
+        assert missing in expect_error(response, 404)
 
 
 async def test_run_on_missing_thread_with_if_not_exists_create(client: LangGraphClient) -> None:
@@ -76,13 +59,13 @@ async def test_malformed_bodies_are_422(http: httpx.AsyncClient, client: LangGra
     thread = await client.threads.create()
     url = f"/threads/{thread['thread_id']}/runs/wait"
     broken = await http.post(url, content=b"{not json", headers={"content-type": "application/json"})
-    assert "not valid JSON" in _error(broken, 422)
+    assert "not valid JSON" in expect_error(broken, 422)
     missing_field = await http.post(url, json={"assistant_id": "support_triage", "input": {"ticket": "x"}})
-    assert "customer_id" in _error(missing_field, 422)
+    assert "customer_id" in expect_error(missing_field, 422)
     wrong_type = await http.post(
         url, json={"assistant_id": "support_triage", "input": {"ticket": 5, "customer_id": "c"}}
     )
-    assert "ticket" in _error(wrong_type, 422)
+    assert "ticket" in expect_error(wrong_type, 422)
     both = await http.post(
         url,
         json={
@@ -91,9 +74,9 @@ async def test_malformed_bodies_are_422(http: httpx.AsyncClient, client: LangGra
             "command": {"resume": 1},
         },
     )
-    assert "either" in _error(both, 422)
+    assert "either" in expect_error(both, 422)
     neither = await http.post(url, json={"assistant_id": "support_triage"})
-    assert "input" in _error(neither, 422)
+    assert "input" in expect_error(neither, 422)
     bad_mode = await http.post(
         url,
         json={
@@ -102,7 +85,7 @@ async def test_malformed_bodies_are_422(http: httpx.AsyncClient, client: LangGra
             "stream_mode": "nope",
         },
     )
-    assert "stream_mode" in _error(bad_mode, 422)
+    assert "stream_mode" in expect_error(bad_mode, 422)
     assert await client.runs.list(thread["thread_id"]) == []
     assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
 
@@ -113,7 +96,7 @@ async def test_resume_with_nothing_pending_is_409(http: httpx.AsyncClient, clien
         f"/threads/{thread['thread_id']}/runs/wait",
         json={"assistant_id": "support_triage", "command": {"resume": {"decision": "approve"}}},
     )
-    assert "no pending interrupt" in _error(r, 409)
+    assert "no pending interrupt" in expect_error(r, 409)
     assert await client.runs.list(thread["thread_id"]) == []
 
 
@@ -134,7 +117,7 @@ async def test_resume_of_an_unknown_interrupt_id_is_409(
             "command": {"resume": {pending_id: {"decision": "approve"}, "0" * 32: {"decision": "approve"}}},
         },
     )
-    assert "0" * 32 in _error(r, 409)
+    assert "0" * 32 in expect_error(r, 409)
     assert len(await client.runs.list(tid)) == 1
     # The right id, as a map, resumes it.
     final = await client.runs.wait(
@@ -147,17 +130,17 @@ async def test_resume_of_an_unknown_interrupt_id_is_409(
 async def test_thread_create_conflict_and_bad_id(http: httpx.AsyncClient) -> None:
     tid = str(uuid.uuid4())
     assert (await http.post("/threads", json={"thread_id": tid})).status_code == 200
-    assert tid in _error(await http.post("/threads", json={"thread_id": tid}), 409)
+    assert tid in expect_error(await http.post("/threads", json={"thread_id": tid}), 409)
     same = await http.post("/threads", json={"thread_id": tid, "if_exists": "do_nothing"})
     assert same.status_code == 200 and same.json()["thread_id"] == tid
-    assert "UUID" in _error(await http.post("/threads", json={"thread_id": "not-a-uuid"}), 422)
+    assert "UUID" in expect_error(await http.post("/threads", json={"thread_id": "not-a-uuid"}), 422)
 
 
 async def test_oversized_body_is_413(http: httpx.AsyncClient, client: LangGraphClient) -> None:
     thread = await client.threads.create()
     big = {"assistant_id": "support_triage", "input": {"ticket": "x" * 2_000_000, "customer_id": "c-001"}}
     r = await http.post(f"/threads/{thread['thread_id']}/runs/wait", json=big)
-    assert "larger than" in _error(r, 413)
+    assert "larger than" in expect_error(r, 413)
     assert await client.runs.list(thread["thread_id"]) == []
 
 
@@ -166,7 +149,7 @@ async def test_unknown_checkpoint_is_404(http: httpx.AsyncClient, client: LangGr
     tid = thread["thread_id"]
     await client.runs.wait(tid, "support_triage", input={"ticket": "refund o-10028", "customer_id": "c-001"})
     r = await http.get(f"/threads/{tid}/state/{uuid.uuid4()}")
-    _error(r, 404)
+    expect_error(r, 404)
 
 
 async def test_empty_resume_object_is_422(http: httpx.AsyncClient, client: LangGraphClient) -> None:
@@ -176,12 +159,12 @@ async def test_empty_resume_object_is_422(http: httpx.AsyncClient, client: LangG
     r = await http.post(
         f"/threads/{tid}/runs/wait", json={"assistant_id": "support_triage", "command": {"resume": {}}}
     )
-    assert "empty object" in _error(r, 422)
+    assert "empty object" in expect_error(r, 422)
     assert len(await client.runs.list(tid)) == 1
 
 
 async def test_unknown_decision_is_404(http: httpx.AsyncClient) -> None:
-    _error(await http.get("/decisions/1-0"), 404)
+    expect_error(await http.get("/decisions/1-0"), 404)
 
 
 async def test_cancel_errors(http: httpx.AsyncClient, client: LangGraphClient) -> None:
@@ -190,12 +173,12 @@ async def test_cancel_errors(http: httpx.AsyncClient, client: LangGraphClient) -
     await client.runs.wait(tid, "support_triage", input={"ticket": "refund o-10028", "customer_id": "c-001"})
     [run] = await client.runs.list(tid)
     done = await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel")
-    assert "already ended" in _error(done, 409)
+    assert "already ended" in expect_error(done, 409)
     missing = str(uuid.uuid4())
-    assert missing in _error(await http.post(f"/threads/{tid}/runs/{missing}/cancel"), 404)
+    assert missing in expect_error(await http.post(f"/threads/{tid}/runs/{missing}/cancel"), 404)
     rollback = await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"action": "rollback"})
-    assert "not supported yet" in _error(rollback, 422)
+    assert "not supported yet" in expect_error(rollback, 422)
     body = {"assistant_id": "support_triage", "input": {"ticket": "x", "customer_id": "c-001"}}
     strategy = await http.post(f"/threads/{tid}/runs", json={**body, "multitask_strategy": "rollback"})
-    assert "not supported yet" in _error(strategy, 422)
+    assert "not supported yet" in expect_error(strategy, 422)
     assert len(await client.runs.list(tid)) == 1

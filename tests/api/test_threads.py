@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,31 +20,12 @@ from runs.compile import compile_entry
 from store.checkpoint import AsyncRedisSaver
 from store.layout import Layout
 from store.threads import ThreadAdmin
+from tests.api.support import expect_error
 from tests.fakes.openai_server import FakeOpenAI
-from tests.service import ServiceProcess
 
 REFUND_PENDING = {"ticket": "Please refund order o-10063, it broke.", "customer_id": "c-001"}
 """Pauses on an approval (refund above 50)."""
 ANSWER = {"ticket": "answer me: what are your opening hours?", "customer_id": "c-001"}
-
-
-@pytest.fixture
-async def http(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.url) as c:
-        yield c
-
-
-@pytest.fixture
-def prefix(service: ServiceProcess) -> str:
-    return service.env["INTERLOCK_KEY_PREFIX"]
-
-
-def _error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail"}
-    assert body["detail"]
-    return str(body["detail"])
 
 
 async def _keys_of(redis_client: aredis.Redis, prefix: str, thread_id: str) -> list[str]:
@@ -142,8 +122,8 @@ async def test_search_and_count(client: LangGraphClient, http: httpx.AsyncClient
         ({"ids": "x"}, "ids"),
         ({"select": ["secret"]}, "select"),
     ):
-        assert field in _error(await http.post("/threads/search", json=body), 422)
-    assert "status" in _error(await http.post("/threads/count", json={"status": "sleeping"}), 422)
+        assert field in expect_error(await http.post("/threads/search", json=body), 422)
+    assert "status" in expect_error(await http.post("/threads/count", json={"status": "sleeping"}), 422)
 
 
 # --- metadata ---------------------------------------------------------------------------
@@ -168,8 +148,8 @@ async def test_update_merges_metadata(client: LangGraphClient, http: httpx.Async
     missing = str(uuid.uuid4())
     with pytest.raises(NotFoundError):
         await client.threads.update(missing, metadata={"x": 1})
-    assert missing in _error(await http.patch(f"/threads/{missing}", json={"metadata": {}}), 404)
-    assert "metadata" in _error(await http.patch(f"/threads/{tid}", json={"metadata": [1]}), 422)
+    assert missing in expect_error(await http.patch(f"/threads/{missing}", json={"metadata": {}}), 404)
+    assert "metadata" in expect_error(await http.patch(f"/threads/{tid}", json={"metadata": [1]}), 422)
     assert (await client.threads.get(tid))["metadata"] == after["metadata"]
 
 
@@ -205,10 +185,10 @@ async def test_delete_removes_everything_of_the_thread(
     with pytest.raises(NotFoundError):
         await client.threads.get(tid)
     for path in (f"/threads/{tid}/state", f"/threads/{tid}/history", f"/threads/{tid}/runs"):
-        assert tid in _error(await http.get(path), 404)
-    assert tid in _error(await http.get(f"/threads/{tid}/runs/{runs[0]['run_id']}"), 404)
+        assert tid in expect_error(await http.get(path), 404)
+    assert tid in expect_error(await http.get(f"/threads/{tid}/runs/{runs[0]['run_id']}"), 404)
     assert await client.threads.search(ids=[tid]) == []
-    assert tid in _error(await http.delete(f"/threads/{tid}"), 404)
+    assert tid in expect_error(await http.delete(f"/threads/{tid}"), 404)
     # The id can be used again, from scratch.
     again = await client.threads.create(thread_id=tid)
     assert again["metadata"] == {} and again["values"] is None
@@ -225,12 +205,12 @@ async def test_a_busy_thread_cannot_be_deleted_or_updated(
     tid, run_id = await _busy_thread(client, fake_llm)
     try:
         keys = await _keys_of(redis_client, prefix, tid)
-        detail = _error(await http.delete(f"/threads/{tid}"), 409)
+        detail = expect_error(await http.delete(f"/threads/{tid}"), 409)
         assert run_id in detail
         with pytest.raises(ConflictError):
             await client.threads.delete(tid)
         r = await http.post(f"/threads/{tid}/state", json={"values": {"ticket": "changed"}})
-        assert "active run" in _error(r, 409)
+        assert "active run" in expect_error(r, 409)
         assert (await client.threads.prune([tid]))["pruned_count"] == 0
         assert set(keys) <= set(await _keys_of(redis_client, prefix, tid))
     finally:
@@ -286,7 +266,7 @@ async def test_copy_forks_an_interrupted_thread(client: LangGraphClient, http: h
 
     missing = str(uuid.uuid4())
     before = await client.threads.count()
-    assert missing in _error(await http.post(f"/threads/{missing}/copy"), 404)
+    assert missing in expect_error(await http.post(f"/threads/{missing}/copy"), 404)
     assert await client.threads.count() == before
 
 
@@ -386,7 +366,7 @@ async def test_bad_state_updates_write_nothing(client: LangGraphClient, http: ht
     thread = await client.threads.create()
     tid = thread["thread_id"]
     no_graph = await http.post(f"/threads/{tid}/state", json={"values": {"ticket": "x"}})
-    assert "no graph" in _error(no_graph, 409)
+    assert "no graph" in expect_error(no_graph, 409)
     await _run(client, tid, ANSWER)
     history = await client.threads.get_history(tid, limit=100)
     record = await client.threads.get(tid)
@@ -403,7 +383,7 @@ async def test_bad_state_updates_write_nothing(client: LangGraphClient, http: ht
         ({"values": {"ticket": "x"}, "checkpoint": {"checkpoint_ns": "no|such"}}, 422, "no|such"),
     ):
         r = await http.post(f"/threads/{tid}/state", json=body)
-        assert words in _error(r, status), body
+        assert words in expect_error(r, status), body
     with pytest.raises(UnprocessableEntityError):
         await client.threads.update_state(tid, {"ticket": "x"}, as_node="no_such_node")
     missing = str(uuid.uuid4())
@@ -444,12 +424,14 @@ async def test_history_filter_before_and_limit(client: LangGraphClient, http: ht
     assert [s["metadata"]["step"] for s in steps] == [1]
     assert await client.threads.get_history(tid, metadata={"source": "nothing"}) == []
 
-    assert "limit" in _error(await http.post(f"/threads/{tid}/history", json={"limit": 0}), 422)
-    assert "before" in _error(await http.post(f"/threads/{tid}/history", json={"before": {"x": 1}}), 422)
+    assert "limit" in expect_error(await http.post(f"/threads/{tid}/history", json={"limit": 0}), 422)
+    assert "before" in expect_error(
+        await http.post(f"/threads/{tid}/history", json={"before": {"x": 1}}), 422
+    )
     r = await http.post(f"/threads/{tid}/history", json={"before": {"checkpoint_id": 5}})
-    assert "before" in _error(r, 422)
+    assert "before" in expect_error(r, 422)
     r = await http.post(f"/threads/{tid}/history", json={"checkpoint": {"checkpoint_id": 5}})
-    assert "checkpoint_id" in _error(r, 422)
+    assert "checkpoint_id" in expect_error(r, 422)
 
 
 # --- prune ------------------------------------------------------------------------------------
@@ -476,8 +458,8 @@ async def test_prune(client: LangGraphClient, http: httpx.AsyncClient) -> None:
         await client.threads.get(gone["thread_id"])
     assert (await client.threads.get(kept["thread_id"]))["thread_id"] == kept["thread_id"]
 
-    assert "thread_ids" in _error(await http.post("/threads/prune", json={"thread_ids": []}), 422)
-    assert "thread_ids" in _error(await http.post("/threads/prune", json={}), 422)
+    assert "thread_ids" in expect_error(await http.post("/threads/prune", json={"thread_ids": []}), 422)
+    assert "thread_ids" in expect_error(await http.post("/threads/prune", json={}), 422)
     r = await http.post("/threads/prune", json={"thread_ids": [kept["thread_id"]], "strategy": "all"})
-    assert "strategy" in _error(r, 422)
+    assert "strategy" in expect_error(r, 422)
     assert (await client.threads.get(kept["thread_id"]))["thread_id"] == kept["thread_id"]
