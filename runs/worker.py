@@ -26,7 +26,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agents.context import Context
 from core import jsonutil
-from core.errors import FencedOut
+from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.ids import new_id
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
@@ -277,7 +277,7 @@ class Worker:
             if graph is None:
                 raise LookupError(f"graph '{payload.graph_id}' is not registered on worker {self.name}")
             config = self._config(payload, thread_id, run_id)
-            config["configurable"]["__interlock_fence__"] = [self.store.keys.fence(thread_id), token]
+            config["configurable"][FENCE_CONFIG_KEY] = [self.store.keys.fence(thread_id), token]
             resume = await self._resumes(graph, thread_config, run_id, token)
             async with asyncio.timeout(self.run_timeout_s):
                 await self._stream(graph, payload, config, sink, resume=resume)
