@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -113,9 +112,7 @@ async def test_a_paused_worker_cannot_write_after_its_lease_is_taken(
     await asyncio.sleep(0.5)
     zombie = cluster.workers[0]
     zombie.send(signal.SIGSTOP)
-    started = time.monotonic()
-    results = await _settle(client, runs)
-    assert time.monotonic() - started >= 0  # the other worker finished them while it slept
+    results = await _settle(client, runs)  # the other worker finishes them while it sleeps
     zombie.send(signal.SIGCONT)
     await asyncio.sleep(2)  # let the zombie try to write
     assert all(r["n"] == 5 for r in results)
