@@ -19,6 +19,12 @@ STEPS = 5
 STEP_SECONDS = float(os.environ.get("LEDGER_STEP_SECONDS", "0.3"))
 
 
+_APPLY = """
+if redis.call('SET', KEYS[1], 1, 'NX') then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
+return 1
+"""
+
+
 class State(TypedDict, total=False):
     n: int
     done: list[str]
@@ -31,10 +37,11 @@ def _step(name: str) -> Any:
         thread = runtime.execution_info.thread_id if runtime.execution_info else "-"
 
         async def apply(key: str) -> dict[str, Any]:
-            # The "outside system": applies each idempotency key at most once, and counts
-            # applications per step so a step re-run under a new task id shows up as 2.
-            if await ctx.redis.set(f"{key}:applied", 1, nx=True):
-                await ctx.redis.hincrby(f"{ctx.key_prefix}ledger:{{{thread}}}", name, 1)
+            # The "outside system": applies each idempotency key at most once, atomically
+            # (a Redis killed mid-way must not leave the key marked but the step uncounted),
+            # and counts applications per step, so a step re-run under a new task id
+            # shows up as 2.
+            await ctx.redis.eval(_APPLY, 2, f"{key}:applied", f"{ctx.key_prefix}ledger:{{{thread}}}", name)
             return {"step": name}
 
         await effect_once(runtime, name, apply)
