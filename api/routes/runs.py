@@ -274,6 +274,31 @@ async def stateless_create(body: RunCreate, request: Request, engine: EngineDep)
     return JSONResponse(run_view(record))
 
 
+@router.post("/runs/batch")
+async def stateless_batch(bodies: list[RunCreate], request: Request, engine: EngineDep) -> Response:
+    """Several stateless background runs. Each is validated before any is created, so a
+    bad one refuses the whole batch and nothing is written."""
+    if not bodies:
+        raise InvalidInput("send a non-empty list of runs")
+    for i, body in enumerate(bodies):
+        try:
+            assistant = await resolve_assistant_async(engine, body.assistant_id)
+            if body.input is not None:
+                _check_input(engine, assistant["graph_id"], body.input)
+        except (NotFound, InvalidInput) as e:
+            raise type(e)(f"runs[{i}]: {e.message}") from None
+    created = []
+    for body in bodies:
+        thread_id, body, delete = _stateless(body)
+        run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+        record = await engine.store.get_run(thread_id, run_id)
+        assert record is not None
+        if delete:
+            _spawn_cleanup(engine, thread_id, run_id)
+        created.append(run_view(record))
+    return JSONResponse(created)
+
+
 def _spawn_cleanup(engine: Engine, thread_id: str, run_id: str) -> None:
     """Delete the thread once the run ends (in this API process: if it restarts first, the
     thread stays, which loses nothing)."""

@@ -59,3 +59,23 @@ async def test_keep_keeps_the_thread(client: LangGraphClient, service: ServicePr
         before = await client.threads.count()
         await client.runs.wait(None, "support_triage", input=INPUT, on_completion="keep")
         assert await client.threads.count() == before + 1
+
+
+async def test_batch_creates_every_run(client: LangGraphClient) -> None:
+    runs = await client.runs.create_batch(
+        [{"assistant_id": "support_triage", "input": INPUT, "on_completion": "keep"} for _ in range(3)]
+    )
+    assert len(runs) == 3 and len({r["thread_id"] for r in runs}) == 3
+    finals = [await client.runs.join(r["thread_id"], r["run_id"]) for r in runs]
+    assert all(f["route"] == "technical" for f in finals)
+
+
+async def test_a_bad_run_refuses_the_whole_batch(service: ServiceProcess) -> None:
+    before_body = {"assistant_id": "support_triage", "input": INPUT}
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        count = (await http.post("/threads/count", json={})).json()
+        r = await http.post("/runs/batch", json=[before_body, {"assistant_id": "nope", "input": {}}])
+        assert r.status_code == 404 and "runs[1]" in r.json()["detail"]
+        assert (await http.post("/threads/count", json={})).json() == count
+        empty = await http.post("/runs/batch", json=[])
+        assert empty.status_code == 422
