@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from runs.engine import Engine
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
+    """Async on purpose: FastAPI runs sync dependencies in a thread pool, per request."""
     engine: Engine = request.app.state.engine
     return engine
 

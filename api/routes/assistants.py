@@ -41,7 +41,11 @@ def get_assistants(engine: EngineDep) -> AssistantStore:
     return AssistantStore(engine.redis, prefix=engine.settings.key_prefix)
 
 
-AssistantsDep = Annotated[AssistantStore, Depends(get_assistants)]
+async def _assistants_dep(engine: EngineDep) -> AssistantStore:
+    return get_assistants(engine)  # async: sync dependencies run in a thread pool
+
+
+AssistantsDep = Annotated[AssistantStore, Depends(_assistants_dep)]
 
 
 def _default_doc(engine: Engine, graph_id: str) -> dict[str, Any]:

@@ -38,7 +38,11 @@ def get_thread_admin(engine: EngineDep) -> ThreadAdmin:
     return ThreadAdmin(engine.redis, prefix=engine.settings.key_prefix)
 
 
-ThreadAdminDep = Annotated[ThreadAdmin, Depends(get_thread_admin)]
+async def _thread_admin_dep(engine: EngineDep) -> ThreadAdmin:
+    return get_thread_admin(engine)  # async: sync dependencies run in a thread pool
+
+
+ThreadAdminDep = Annotated[ThreadAdmin, Depends(_thread_admin_dep)]
 
 
 def thread_view(record: dict[str, Any]) -> dict[str, Any]:
