@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from core.errors import ConfigurationError
+from core.processes import stop_process
 from core.redis import free_port
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -209,13 +209,7 @@ class EmbeddedLLM:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server: SIGTERM (it finishes nothing worth waiting for), SIGKILL after
         ``timeout_s``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ import redis
 import redis.asyncio as aredis
 
 from core.errors import ConfigurationError
+from core.processes import stop_process
 
 MIN_REDIS_VERSION = (6, 2)
 
@@ -116,14 +116,7 @@ class EmbeddedRedis:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server cleanly (SIGTERM: Redis flushes the AOF and exits)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would (tests use this)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from core.processes import stop_process
 from core.redis import free_port
 
 
@@ -69,16 +70,9 @@ class ServiceProcess:
         self.process.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        if sig == signal.SIGTERM:
+        if self.process is not None and self.process.poll() is None and sig == signal.SIGTERM:
             self.process.send_signal(signal.SIGCONT)  # a paused process cannot stop itself
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 30, sig)
 
     def kill(self) -> None:
         """SIGKILL: the process dies at whatever instruction it was on."""
