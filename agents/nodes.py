@@ -72,6 +72,7 @@ def _log_entry(
     return {
         **decision.model_dump(mode="json", exclude={"log_id"}),
         "graph_id": meta.get("graph_id"),
+        "tenant": meta.get("tenant", "default"),
         "thread_id": info.thread_id if info else None,
         "run_id": meta.get("run_id"),
         "task_id": info.task_id if info else None,

@@ -7,15 +7,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import Authenticator, authenticate
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
 from api.routes import assistants, decisions, meta, runs, threads
 from core.settings import Settings
 from core.tracing import configure_tracing
-from runs.engine import open_engine
+from runs.engine import Engine, open_engine
+from store.apikeys import ApiKeyStore
 
 log = logging.getLogger("interlock.api")
 
@@ -64,6 +66,29 @@ class _TooLarge(Exception):
     pass
 
 
+async def _authenticator(settings: Settings, engine: Engine) -> Authenticator:
+    auth = Authenticator(settings, ApiKeyStore(engine.redis, prefix=settings.key_prefix))
+    if not settings.auth:
+        log.warning(
+            "AUTHENTICATION IS OFF (INTERLOCK_AUTH=off): anyone who can reach this port is an "
+            "admin. Use this for local development only."
+        )
+    elif not await auth.has_keys():
+        # First start: make an admin key so the service is usable, and say where it is.
+        key, record = await auth.keys.create(tenant="default", roles=["admin"], name="bootstrap")
+        path = settings.data_dir / "admin-key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        log.warning(
+            "no API keys existed: made admin key %s for tenant 'default', written to %s. "
+            "Make more with `interlock keys create`.",
+            record["id"],
+            path.resolve(),
+        )
+    return auth
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -72,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_tracing()
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
+            app.state.auth = await _authenticator(settings, engine)
             log.info(
                 "interlock ready: redis %s, graphs %s, %d worker(s)",
                 engine.redis_url,
@@ -86,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Durable AI-agent workflows over the LangGraph Agent Server protocol.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
     for module in (meta, assistants, threads, runs, decisions):

@@ -84,6 +84,46 @@ async def _preflight(settings: Settings) -> None:
             await client.aclose()
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """``interlock keys create|list|revoke`` on the service's Redis: REDIS_URL, else the
+    socket of a running ``interlock serve``, else the embedded Redis started just for this."""
+    import json
+
+    from core.redis import redis_connection
+    from store.apikeys import ApiKeyStore
+
+    settings = Settings()
+    url = settings.redis_url
+    sock = (settings.data_dir / "redis" / "redis.sock").resolve()
+    if url is None and sock.exists():
+        url = f"unix://{sock}"
+
+    async def run() -> int:
+        async with redis_connection(url, settings.data_dir, settings.redis_appendfsync) as (client, _):
+            keys = ApiKeyStore(client, prefix=settings.key_prefix)
+            if args.keys_command == "create":
+                key, record = await keys.create(tenant=args.tenant, roles=args.role, name=args.name)
+                print(json.dumps({"key": key, **record}, indent=2))
+                print("interlock: the key is shown only now; store it safely", file=sys.stderr)
+            elif args.keys_command == "list":
+                for record in await keys.list(args.tenant):
+                    print(json.dumps(record))
+            elif not await keys.revoke(args.key_id):
+                print(f"interlock: no key with id {args.key_id}", file=sys.stderr)
+                return 1
+        return 0
+
+    return asyncio.run(run())
+
+
+def _tenant(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise argparse.ArgumentTypeError("a tenant is 1-64 letters, digits, '_', '.' or '-'")
+    return value
+
+
 def _model_serve(args: argparse.Namespace) -> int:
     """Run the embedded local model in the foreground until Ctrl-C or SIGTERM."""
     import signal
@@ -143,6 +183,26 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run workers only (no HTTP API), on REDIS_URL")
     worker.add_argument("--workers", type=int, default=None, help="worker loops in this process (default 1)")
     worker.set_defaults(func=_worker)
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="make a key (printed once)")
+    create.add_argument("--tenant", type=_tenant, default="default", help="default: default")
+    create.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=["viewer", "approver", "operator", "admin"],
+        help="repeat for several roles",
+    )
+    create.add_argument("--name", default="", help="who or what the key is for")
+    create.set_defaults(func=_keys)
+    listing = keys.add_parser("list", help="the keys (without their secrets)")
+    listing.add_argument("--tenant", type=_tenant, default=None, help="only this tenant's")
+    listing.set_defaults(func=_keys)
+    revoke = keys.add_parser("revoke", help="delete a key by its id (effective within 5 s)")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=_keys)
     model = sub.add_parser("model", help="the embedded local LLM").add_subparsers(
         dest="model_command", required=True
     )

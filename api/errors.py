@@ -11,11 +11,21 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.responses import JSONResponse
-from core.errors import Conflict, InterlockError, InvalidInput, NotFound, TransientError
+from core.errors import (
+    Conflict,
+    Forbidden,
+    InterlockError,
+    InvalidInput,
+    NotFound,
+    TransientError,
+    Unauthenticated,
+)
 
 log = logging.getLogger("interlock.api")
 
 _STATUS: list[tuple[type[InterlockError], int]] = [
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
     (InvalidInput, 422),
@@ -38,7 +48,10 @@ def install_error_handlers(app: FastAPI) -> None:
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
         if status == 500:
             log.error("unmapped error: %s", exc)
-        return error_response(status, type(exc).__name__, exc.message)
+        response = error_response(status, type(exc).__name__, exc.message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="interlock"'
+        return response
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)

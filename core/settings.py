@@ -9,8 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["viewer", "approver", "operator", "admin"]
+"""What an API key may do, each including the ones before it: ``viewer`` reads,
+``approver`` also answers pending interrupts (approvals), ``operator`` also starts,
+cancels and changes runs, threads, assistants and crons, ``admin`` also manages keys."""
+
+
+class StaticKey(BaseModel):
+    """An API key given in the configuration (``INTERLOCK_API_KEYS``) rather than made
+    with ``interlock keys create``."""
+
+    key: SecretStr = Field(min_length=16)
+    tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    roles: list[Role] = Field(min_length=1)
+    name: str = "static"
 
 
 class Settings(BaseSettings):
@@ -82,6 +97,14 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
+
+    auth: bool = True
+    """Require an API key on every request but ``/ok``, ``/info`` and the docs. ``off`` is
+    for local development only: every caller is an admin of tenant ``default``."""
+
+    api_keys: list[StaticKey] = []
+    """Keys from the environment, as JSON: ``[{"key": "…", "tenant": "acme", "roles":
+    ["operator"]}]``. Keys made with ``interlock keys create`` live in Redis instead."""
 
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""

@@ -51,3 +51,5 @@ class RunPayload(BaseModel):
     durability: Literal["sync", "async", "exit"] | None = None
     trace_context: dict[str, str] = Field(default_factory=dict)
     """W3C trace context of the request that created the run (``traceparent``…)."""
+    tenant: str = "default"
+    """Whose run it is; decisions and anything else the run writes carry it."""

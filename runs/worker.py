@@ -319,6 +319,7 @@ class Worker:
             "run_id": run_id,
             "graph_id": payload.graph_id,
             "assistant_id": payload.assistant_id,
+            "tenant": payload.tenant,
         }
         return config
 

@@ -8,7 +8,10 @@ change makes a new version, and any version can be made the current one again.
 | ``P asst:<id>``      | hash | ``doc``: the current assistant (JSON); ``rev``: write counter; |
 |                      |      | ``max_version``: the highest version number ever written       |
 | ``P asst:<id>:v``    | hash | version number → that version (JSON)                           |
-| ``P assistants``     | zset | assistant ids by creation time (ms): search, count             |
+| ``P assistants:<tn>``| zset | a tenant's assistant ids by creation time (ms): search, count  |
+
+The ``doc`` names its ``tenant``; a store object serves one tenant and treats another's
+assistant as missing.
 
 Each write is one Lua script. Changes that derive from the current record (patch, set
 latest) read it, build the new one here, and write it only if ``rev`` is unchanged, so two
@@ -26,6 +29,7 @@ from core import jsonutil
 from core.errors import Conflict, NotFound, TransientError
 from core.ids import now_ms
 from store.keys import check_prefix
+from store.layout import DEFAULT_TENANT
 
 _BATCH = 200
 """Assistants read per round trip when listing them all."""
@@ -86,10 +90,11 @@ def contains(superset: Any, subset: Mapping[str, Any]) -> bool:
 class AssistantStore:
     """Stored assistants and their versions on one Redis."""
 
-    def __init__(self, client: aredis.Redis, *, prefix: str = "il:") -> None:
+    def __init__(self, client: aredis.Redis, *, prefix: str = "il:", tenant: str = DEFAULT_TENANT) -> None:
         self.client = client
         self.prefix = check_prefix(prefix)
-        self.index = f"{prefix}assistants"
+        self.tenant = tenant
+        self.index = f"{prefix}assistants:{tenant}"
         self._create = client.register_script(_CREATE)
         self._write = client.register_script(_WRITE)
         self._delete = client.register_script(_DELETE)
@@ -105,17 +110,22 @@ class AssistantStore:
         """redis-py types some asyncio commands as ``Awaitable | value``; they are awaitables."""
         return await result
 
+    def _owned(self, doc: Mapping[str, Any]) -> bool:
+        return bool(doc.get("tenant", DEFAULT_TENANT) == self.tenant)
+
     async def get(self, assistant_id: str) -> dict[str, Any] | None:
-        doc = await self._await(self.client.hget(self.key(assistant_id), "doc"))
-        return dict(jsonutil.loads(doc)) if doc else None
+        raw = await self._await(self.client.hget(self.key(assistant_id), "doc"))
+        doc = dict(jsonutil.loads(raw)) if raw else None
+        return doc if doc is not None and self._owned(doc) else None
 
     async def _current(self, assistant_id: str) -> tuple[dict[str, Any], bytes, int]:
         doc, rev, max_version = await self._await(
             self.client.hmget(self.key(assistant_id), ["doc", "rev", "max_version"])
         )
-        if doc is None:
+        current = dict(jsonutil.loads(doc)) if doc is not None else None
+        if current is None or not self._owned(current):
             raise NotFound(f"assistant {assistant_id} not found")
-        return dict(jsonutil.loads(doc)), rev, int(max_version)
+        return current, rev, int(max_version)
 
     async def create(
         self,
@@ -143,15 +153,16 @@ class AssistantStore:
             "metadata": dict(metadata),
             "created_at": now,
         }
-        doc = {**version, "updated_at": now}
+        doc = {**version, "updated_at": now, "tenant": self.tenant}
         existing = await self._create(
             keys=[self.key(assistant_id), self.versions_key(assistant_id), self.index],
             args=[assistant_id, jsonutil.dumps(doc), jsonutil.dumps(version), now],
         )
         if existing is None:
             return doc
-        if if_exists == "do_nothing":
-            return dict(jsonutil.loads(existing))
+        found = dict(jsonutil.loads(existing))
+        if if_exists == "do_nothing" and self._owned(found):
+            return found
         raise Conflict(f"assistant {assistant_id} already exists (send if_exists='do_nothing' to reuse it)")
 
     async def _cas(self, assistant_id: str, build: Builder) -> dict[str, Any]:
@@ -197,6 +208,8 @@ class AssistantStore:
 
     async def set_latest(self, assistant_id: str, version: int) -> dict[str, Any]:
         """Make an existing version the current one (no new version is written)."""
+        if await self.get(assistant_id) is None:
+            raise NotFound(f"assistant {assistant_id} not found")
         raw = await self._await(self.client.hget(self.versions_key(assistant_id), str(version)))
         if raw is None:
             if await self.get(assistant_id) is None:
@@ -212,6 +225,8 @@ class AssistantStore:
 
     async def versions(self, assistant_id: str) -> list[dict[str, Any]] | None:
         """Every version, newest number first; None when the assistant does not exist."""
+        if await self.get(assistant_id) is None:
+            return None
         raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.versions_key(assistant_id)))
         if not raw:
             return None
@@ -220,6 +235,8 @@ class AssistantStore:
 
     async def delete(self, assistant_id: str) -> bool:
         """Delete the assistant and all its versions; False when there was none."""
+        if await self.get(assistant_id) is None:
+            return False
         deleted = await self._delete(
             keys=[self.key(assistant_id), self.versions_key(assistant_id), self.index],
             args=[assistant_id],
@@ -235,4 +252,4 @@ class AssistantStore:
             for aid in ids[start : start + _BATCH]:
                 pipe.hget(self.key(aid.decode()), "doc")
             found.extend(dict(jsonutil.loads(doc)) for doc in await pipe.execute() if doc)
-        return found
+        return [doc for doc in found if self._owned(doc)]

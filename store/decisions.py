@@ -46,6 +46,7 @@ class RedisDecisionLog:
         branch: str | None = None,
         method: str | None = None,
         thread_id: str | None = None,
+        tenant: str = "default",
         limit: int = 50,
         before: str | None = None,
     ) -> list[dict[str, Any]]:
@@ -56,6 +57,7 @@ class RedisDecisionLog:
             "chosen": branch,
             "method": method,
             "thread_id": thread_id,
+            "tenant": tenant,
         }
         wanted = {k: v for k, v in wanted.items() if v is not None}
         found: list[dict[str, Any]] = []
@@ -80,4 +82,5 @@ class RedisDecisionLog:
 
 
 def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    return {"id": raw_id.decode(), **jsonutil.loads(fields[b"d"])}
+    # Entries from before tenants belong to the default one.
+    return {"id": raw_id.decode(), "tenant": "default", **jsonutil.loads(fields[b"d"])}

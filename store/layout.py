@@ -13,7 +13,8 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 | ``P run:{t}:<run>:ev``       | stream | the run's events, replayable by id (bounded, TTL)      |
 | ``P fence:{t}``              | string | ``<run>:<epoch>`` of the thread's current owner; every |
 |                              |        | checkpoint and outcome write checks it (fencing)       |
-| ``P threads``                | zset   | all thread ids by creation time (search, count)        |
+| ``P threads:<tenant>``       | zset   | the tenant's thread ids by creation time (search,      |
+|                              |        | count); the thread record's ``tenant`` field owns it   |
 | ``P queue``                  | stream | runs ready to execute; consumer group ``workers``      |
 """
 
@@ -22,6 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QUEUE_GROUP = "workers"
+
+DEFAULT_TENANT = "default"
+"""The tenant of records written before tenants existed, and of everything when
+``INTERLOCK_AUTH=off``."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,8 @@ class Layout:
     def fence(self, thread_id: str) -> str:
         return f"{self.prefix}fence:{{{thread_id}}}"
 
-    @property
-    def threads(self) -> str:
-        return f"{self.prefix}threads"
+    def threads(self, tenant: str) -> str:
+        return f"{self.prefix}threads:{tenant}"
 
     @property
     def queue(self) -> str:

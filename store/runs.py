@@ -19,7 +19,7 @@ from core import jsonutil
 from core.errors import Conflict, NotFound
 from core.ids import now_ms
 from store import runs_lua as lua
-from store.layout import QUEUE_GROUP, Layout
+from store.layout import DEFAULT_TENANT, QUEUE_GROUP, Layout
 
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
@@ -105,12 +105,13 @@ class RunStore:
         metadata: Mapping[str, Any],
         *,
         if_exists: Literal["raise", "do_nothing"] = "raise",
+        tenant: str = DEFAULT_TENANT,
     ) -> dict[str, Any]:
         now = now_ms()
         try:
             await self._create_thread(
-                keys=[self.keys.thread(thread_id), self.keys.threads],
-                args=[thread_id, now, jsonutil.dumps(dict(metadata)), if_exists],
+                keys=[self.keys.thread(thread_id), self.keys.threads(tenant)],
+                args=[thread_id, now, jsonutil.dumps(dict(metadata)), if_exists, tenant],
             )
         except aredis.ResponseError as e:
             _raise_script_error(e, thread_id)
@@ -118,9 +119,12 @@ class RunStore:
         assert thread is not None
         return thread
 
-    async def get_thread(self, thread_id: str) -> dict[str, Any] | None:
+    async def get_thread(self, thread_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """The thread, or None when there is none (or, given ``tenant``, it is another's)."""
         raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.thread(thread_id)))
-        return thread_record(raw) if raw else None
+        if not raw or (tenant is not None and _tenant(raw) != tenant):
+            return None
+        return thread_record(raw)
 
     # runs
 
@@ -136,6 +140,7 @@ class RunStore:
         strategy: MultitaskStrategy,
         if_not_exists: Literal["create", "reject"],
         is_resume: bool,
+        tenant: str = DEFAULT_TENANT,
     ) -> RunStatus:
         """Write the run record and enqueue it (or queue it behind the thread's active
         run) in one atomic step. Raises NotFound/Conflict and then writes nothing."""
@@ -144,12 +149,12 @@ class RunStore:
             status = await self._create_run(
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
-                    k.run(thread_id, run_id), k.queue, k.threads, k.fence(thread_id),
+                    k.run(thread_id, run_id), k.queue, k.threads(tenant), k.fence(thread_id),
                 ],
                 args=[
                     run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
-                    k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s,
+                    k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, tenant,
                 ],
             )  # fmt: skip
         except aredis.ResponseError as e:
@@ -179,9 +184,12 @@ class RunStore:
                 ) from None
             raise
 
-    async def get_run(self, thread_id: str, run_id: str) -> dict[str, Any] | None:
+    async def get_run(self, thread_id: str, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """The run, or None when there is none (or, given ``tenant``, it is another's)."""
         raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.run(thread_id, run_id)))
-        return _run_record(raw) if raw else None
+        if not raw or (tenant is not None and _tenant(raw) != tenant):
+            return None
+        return _run_record(raw)
 
     async def list_runs(self, thread_id: str, *, limit: int = 10, offset: int = 0) -> list[dict[str, Any]]:
         ids: Any = await self.client.zrevrange(self.keys.thread_runs(thread_id), offset, offset + limit - 1)
@@ -330,6 +338,12 @@ def _queued(message_id: bytes, fields: dict[bytes, bytes]) -> QueuedRun:
     )
 
 
+def _tenant(raw: dict[bytes, bytes]) -> str:
+    """The owner of a thread or run record (records from before tenants: ``default``)."""
+    value = raw.get(b"tenant")
+    return value.decode() if value else DEFAULT_TENANT
+
+
 def thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     metadata = jsonutil.loads(raw.get(b"metadata", b"{}"))
     for field in ("graph_id", "assistant_id"):
@@ -347,6 +361,7 @@ def thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
         "interrupts": jsonutil.loads(interrupts) if interrupts else {},
         "graph_id": _text(raw.get(b"graph_id")),
         "active_run": _text(raw.get(b"active_run")),
+        "tenant": _tenant(raw),
     }
 
 
@@ -362,4 +377,5 @@ def _run_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
         "metadata": jsonutil.loads(raw[b"metadata"]),
         "multitask_strategy": raw[b"multitask_strategy"].decode(),
         "kwargs": jsonutil.loads(raw[b"payload"]),
+        "tenant": _tenant(raw),
     }

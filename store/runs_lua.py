@@ -4,13 +4,16 @@ thread and its runs is one script over that thread's keys (plus the queue).
 Lua keeps every step atomic on any Redis >= 6.2 (no Redis Functions, which need 7.0).
 """
 
+# KEYS: thread, tenant's threads. ARGV: thread_id, now, metadata, if_exists, tenant.
+# Another tenant's thread of the same id is 'thread_exists' whatever if_exists says.
 CREATE_THREAD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[4] == 'do_nothing' then return 0 end
+  local owner = redis.call('HGET', KEYS[1], 'tenant') or 'default'
+  if ARGV[4] == 'do_nothing' and owner == ARGV[5] then return 0 end
   return redis.error_reply('thread_exists')
 end
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[1], 'created_at', ARGV[2], 'updated_at', ARGV[2],
-  'status', 'idle', 'metadata', ARGV[3])
+  'status', 'idle', 'metadata', ARGV[3], 'tenant', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
@@ -50,7 +53,8 @@ end
 
 # KEYS: thread, thread_runs, pending, run, queue, threads, fence
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
-#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s
+#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
+# (threads is the tenant's index; another tenant's thread is 'no_thread')
 CREATE_RUN = (
     CANCEL_FN
     + """
@@ -59,8 +63,10 @@ local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', thread) == 0 then
   if ARGV[5] ~= 'create' then return redis.error_reply('no_thread') end
   redis.call('HSET', thread, 'thread_id', thread_id, 'created_at', now, 'updated_at', now,
-    'status', 'idle', 'metadata', '{}')
+    'status', 'idle', 'metadata', '{}', 'tenant', ARGV[14])
   redis.call('ZADD', threads, now, thread_id)
+elseif (redis.call('HGET', thread, 'tenant') or 'default') ~= ARGV[14] then
+  return redis.error_reply('no_thread')
 end
 local state = redis.call('HMGET', thread, 'active_run', 'status')
 local active, status = state[1], state[2]
@@ -78,7 +84,7 @@ redis.call('HSETNX', thread, 'assistant_id', ARGV[8])
 local run_status = 'pending'
 redis.call('HSET', run, 'run_id', run_id, 'thread_id', thread_id, 'assistant_id', ARGV[8],
   'graph_id', ARGV[7], 'created_at', now, 'updated_at', now, 'status', run_status,
-  'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10])
+  'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10], 'tenant', ARGV[14])
 redis.call('ZADD', runs, now, run_id)
 if active then
   redis.call('RPUSH', pending, run_id)

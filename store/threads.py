@@ -25,7 +25,7 @@ from core import jsonutil
 from core.errors import Conflict, NotFound, TransientError
 from core.ids import new_id, now_ms
 from store.assistants import contains
-from store.layout import Layout
+from store.layout import DEFAULT_TENANT, Layout
 from store.runs import thread_record
 
 _BATCH = 500
@@ -63,11 +63,11 @@ return 1
 """
 
 # KEYS: new thread, threads. ARGV: thread_id, now, metadata, status, values, interrupts,
-# graph_id, assistant_id ('' = absent).
+# graph_id, assistant_id ('' = absent), tenant.
 _CREATE_COPY = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('thread_exists') end
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[1], 'created_at', ARGV[2], 'updated_at', ARGV[2],
-  'status', ARGV[4], 'metadata', ARGV[3])
+  'status', ARGV[4], 'metadata', ARGV[3], 'tenant', ARGV[9])
 local optional = {values = ARGV[5], interrupts = ARGV[6], graph_id = ARGV[7], assistant_id = ARGV[8]}
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', KEYS[1], field, value) end
@@ -113,6 +113,8 @@ class ThreadFilter:
     metadata: Mapping[str, Any] | None = None
     values: Mapping[str, Any] | None = None
     status: str | None = None
+    tenant: str = DEFAULT_TENANT
+    """Only this tenant's threads, always."""
 
     @property
     def everything(self) -> bool:
@@ -120,6 +122,8 @@ class ThreadFilter:
         return self.ids is None and not self.metadata and not self.values and self.status is None
 
     def matches(self, record: Mapping[str, Any]) -> bool:
+        if record["tenant"] != self.tenant:
+            return False
         if self.status is not None and record["status"] != self.status:
             return False
         if self.metadata and not contains(record["metadata"], self.metadata):
@@ -178,7 +182,7 @@ class ThreadAdmin:
         if where.ids is not None:
             ids = list(dict.fromkeys(where.ids))
         else:
-            members: Any = await self.client.zrange(self.keys.threads, 0, -1)
+            members: Any = await self.client.zrange(self.keys.threads(where.tenant), 0, -1)
             ids = [m.decode() for m in members]
         found: list[dict[str, Any]] = []
         for start in range(0, len(ids), _BATCH):
@@ -199,9 +203,10 @@ class ThreadAdmin:
             # Unfiltered, in index order: read just the page (same order as the sort below).
             last = offset + limit - 1
             read = self.client.zrevrange if sort_order == "desc" else self.client.zrange
-            members: Any = await read(self.keys.threads, offset, last)
+            index = self.keys.threads(where.tenant)
+            members: Any = await read(index, offset, last)
             page = await self._records(m.decode() for m in members)
-            return page, int(await self.client.zcard(self.keys.threads))
+            return page, int(await self.client.zcard(index))
         found = await self._matching(where)
         field = "updated_at" if sort_by == "state_updated_at" else sort_by
         # Ties keep creation order, so paging through equal keys is stable.
@@ -210,7 +215,7 @@ class ThreadAdmin:
 
     async def count(self, where: ThreadFilter) -> int:
         if where.everything:
-            return int(await self.client.zcard(self.keys.threads))
+            return int(await self.client.zcard(self.keys.threads(where.tenant)))
         return len(await self._matching(where))
 
     async def raw(self, thread_id: str) -> RawThread | None:
@@ -241,7 +246,9 @@ class ThreadAdmin:
                 raise NotFound(f"thread {thread_id} not found")
         raise TransientError(f"thread {thread_id} metadata is being changed concurrently; retry")
 
-    async def delete(self, thread_id: str, other_keys: Sequence[bytes | str] = ()) -> int:
+    async def delete(
+        self, thread_id: str, other_keys: Sequence[bytes | str] = (), *, tenant: str = DEFAULT_TENANT
+    ) -> int:
         """Delete the thread, its runs, their event streams, its fence (a cancelled run
         still stopping stays fenced out) and ``other_keys`` (its checkpoint keys) at once.
         Returns the number of runs deleted.
@@ -255,7 +262,7 @@ class ThreadAdmin:
             deleted = await self._delete(
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
-                    k.threads, k.fence(thread_id), *other_keys,
+                    k.threads(tenant), k.fence(thread_id), *other_keys,
                 ],
                 args=[thread_id, k.run_prefix(thread_id)],
             )  # fmt: skip
@@ -278,15 +285,17 @@ class ThreadAdmin:
         status: str,
         values: Any,
         interrupts: Mapping[str, Any],
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         """Write a new thread record carrying ``source``'s metadata, graph and assistant."""
         try:
             await self._create_copy(
-                keys=[self.keys.thread(thread_id), self.keys.threads],
+                keys=[self.keys.thread(thread_id), self.keys.threads(tenant)],
                 args=[
                     thread_id, now_ms(), source.metadata, status,
                     jsonutil.dumps(values) if values is not None else "",
                     jsonutil.dumps(dict(interrupts)), source.graph_id or "", source.assistant_id or "",
+                    tenant,
                 ],
             )  # fmt: skip
         except aredis.ResponseError as e:

@@ -3,6 +3,7 @@ as subprocesses on loopback, restartable and killable like a real deployment."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,10 +17,16 @@ import httpx
 from core.processes import stop_process
 from core.redis import free_port
 
+ADMIN_KEY = "test-admin-key-0123456789"
+"""An admin key of tenant ``default`` that every test service accepts (unless the test
+sets ``INTERLOCK_API_KEYS`` or ``INTERLOCK_AUTH`` itself)."""
+
 
 class ServiceProcess:
     """``interlock serve`` (or ``interlock worker`` with ``command="worker"``) in a child
-    process."""
+    process, with authentication on."""
+
+    api_key = ADMIN_KEY
 
     def __init__(
         self, env: Mapping[str, str], log_path: Path, *, port: int | None = None, command: str = "serve"
@@ -27,7 +34,10 @@ class ServiceProcess:
         self.command = command
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env}
+        defaults = {
+            "INTERLOCK_API_KEYS": json.dumps([{"key": ADMIN_KEY, "tenant": "default", "roles": ["admin"]}])
+        }
+        self.env = {**os.environ, **defaults, **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from langgraph.pregel import Pregel
 from starlette.responses import PlainTextResponse
 
+from api.auth import PrincipalDep
 from api.deps import EngineDep
 from api.graph_schemas import graph_schemas, subgraph_schemas
 from api.routes.threads import delete_threads_of_assistant
@@ -37,12 +38,12 @@ router = APIRouter(tags=["assistants"])
 _EPOCH_MS = 0
 
 
-def get_assistants(engine: EngineDep) -> AssistantStore:
-    return AssistantStore(engine.redis, prefix=engine.settings.key_prefix)
+def get_assistants(engine: Engine, tenant: str) -> AssistantStore:
+    return AssistantStore(engine.redis, prefix=engine.settings.key_prefix, tenant=tenant)
 
 
-async def _assistants_dep(engine: EngineDep) -> AssistantStore:
-    return get_assistants(engine)  # async: sync dependencies run in a thread pool
+async def _assistants_dep(engine: EngineDep, principal: PrincipalDep) -> AssistantStore:
+    return get_assistants(engine, principal.tenant)  # async: sync dependencies run in a thread pool
 
 
 AssistantsDep = Annotated[AssistantStore, Depends(_assistants_dep)]
@@ -71,6 +72,7 @@ def default_assistant(engine: Engine, graph_id: str) -> dict[str, Any]:
 def assistant_view(doc: dict[str, Any]) -> dict[str, Any]:
     """An assistant (or a version) as the protocol shows it: ISO timestamps."""
     view = dict(doc)
+    view.pop("tenant", None)
     for field in ("created_at", "updated_at"):
         if field in view:
             view[field] = iso(view[field])
@@ -110,10 +112,10 @@ async def _find(engine: Engine, store: AssistantStore, assistant_id: str) -> dic
     return assistant_view(doc) if doc else None
 
 
-async def resolve_assistant_async(engine: Engine, assistant_id: str) -> dict[str, Any]:
-    """The assistant a run names (graph id, default assistant id or stored assistant id),
-    with a graph this service can run; NotFound otherwise."""
-    found = await _find(engine, get_assistants(engine), assistant_id)
+async def resolve_assistant_async(engine: Engine, assistant_id: str, tenant: str) -> dict[str, Any]:
+    """The assistant a run names (graph id, default assistant id or the tenant's stored
+    assistant id), with a graph this service can run; NotFound otherwise."""
+    found = await _find(engine, get_assistants(engine, tenant), assistant_id)
     if found is None:
         raise _not_found(engine, assistant_id)
     if found["graph_id"] not in engine.registry:
@@ -252,7 +254,7 @@ async def delete_assistant(
     if await store.get(assistant_id) is None:
         raise NotFound(f"assistant {assistant_id} not found")
     if delete_threads:
-        await delete_threads_of_assistant(engine, assistant_id)
+        await delete_threads_of_assistant(engine, assistant_id, store.tenant)
     if not await store.delete(assistant_id):
         raise NotFound(f"assistant {assistant_id} not found")
     return Response(status_code=204)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 
+from api.auth import PrincipalDep
 from api.deps import EngineDep
 from core.errors import NotFound
 
@@ -20,6 +21,7 @@ DECISION_ID = r"^\d{1,20}-\d{1,20}$"
 @router.get("/decisions")
 async def search_decisions(
     engine: EngineDep,
+    principal: PrincipalDep,
     graph_id: str | None = None,
     node: str | None = None,
     branch: str | None = None,
@@ -36,14 +38,15 @@ async def search_decisions(
         branch=branch,
         method=method,
         thread_id=thread_id,
+        tenant=principal.tenant,
         limit=limit,
         before=before,
     )
 
 
 @router.get("/decisions/{decision_id}")
-async def get_decision(decision_id: str, engine: EngineDep) -> dict[str, Any]:
+async def get_decision(decision_id: str, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
     found = await engine.decisions.get(decision_id) if re.fullmatch(DECISION_ID, decision_id) else None
-    if found is None:
+    if found is None or found["tenant"] != principal.tenant:
         raise NotFound(f"decision {decision_id} not found")
     return found

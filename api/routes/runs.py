@@ -17,6 +17,7 @@ from opentelemetry import propagate
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from api.auth import Access, Principal, PrincipalDep
 from api.deps import EngineDep
 from api.responses import JSONResponse
 from api.routes.assistants import resolve_assistant_async, run_settings
@@ -93,15 +94,29 @@ def _check_resume(record: dict[str, Any], resume: Any) -> None:
 
 
 async def submit_run(
-    engine: Engine, request: Request, thread_id: str, body: RunCreate, publish: list[StreamMode]
+    engine: Engine,
+    request: Request | None,
+    principal: Principal,
+    thread_id: str,
+    body: RunCreate,
+    publish: list[StreamMode],
 ) -> tuple[str, str]:
-    """Validate, then record and enqueue the run. Returns ``(run_id, status)``."""
+    """Validate, then record and enqueue the run. Returns ``(run_id, status)``.
+
+    ``request`` carries the trace context to continue (None for runs the service starts
+    itself, such as crons).
+    """
+    if not principal.can(Access.WRITE):
+        # An approver may answer a pending interrupt, and do nothing else.
+        answers_only = body.input is None and body.command is not None and body.command.resume is not None
+        if not answers_only or body.command is None or body.command.goto or body.command.update:
+            principal.require(Access.WRITE, "starting a run (other than answering an interrupt)")
     if body.multitask_strategy == "rollback":
         raise InvalidInput(
             "multitask_strategy 'rollback' is not supported yet; use 'interrupt' (keeps the "
             "interrupted run's state), 'enqueue' or 'reject'"
         )
-    assistant = await resolve_assistant_async(engine, body.assistant_id)
+    assistant = await resolve_assistant_async(engine, body.assistant_id, principal.tenant)
     config, context = run_settings(assistant, body.config, body.context)
     graph_id = assistant["graph_id"]
     if body.input is None and body.command is None:
@@ -111,11 +126,12 @@ async def submit_run(
     is_resume = body.command is not None and body.command.resume is not None
     if is_resume:
         assert body.command is not None
-        record = await engine.store.get_thread(thread_id)
+        record = await engine.store.get_thread(thread_id, principal.tenant)
         if record is not None:
             _check_resume(record, body.command.resume)
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=propagate.extract(request.headers))
+    if request is not None:
+        propagate.inject(carrier, context=propagate.extract(request.headers))
     checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
     if checkpoint_id is not None and not isinstance(checkpoint_id, str):
         raise InvalidInput("checkpoint.checkpoint_id must be a string (a checkpoint id)")
@@ -134,6 +150,7 @@ async def submit_run(
         checkpoint_id=checkpoint_id,
         durability=body.durability,
         trace_context=carrier,
+        tenant=principal.tenant,
     )
     run_id = new_id()
     status = await engine.store.create_run(
@@ -146,6 +163,7 @@ async def submit_run(
         strategy=body.multitask_strategy,
         if_not_exists=body.if_not_exists,
         is_resume=is_resume,
+        tenant=principal.tenant,
     )
     return run_id, status
 
@@ -173,6 +191,7 @@ async def _sse(engine: Engine, thread_id: str, run_id: str, after: str) -> Async
 
 
 async def _outcome(engine: Engine, thread_id: str, run_id: str) -> Any:
+    # Callers have checked the run is the caller tenant's (or just created it).
     """Block until the run ends; the body ``/wait`` and ``/join`` return."""
     end = await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
     if end is None:
@@ -198,22 +217,26 @@ def _stream_response(engine: Engine, thread_id: str, run_id: str, after: str) ->
 
 @router.post("/threads/{thread_id}/runs/stream")
 async def stream_run(
-    thread_id: str, body: RunCreate, request: Request, engine: EngineDep
+    thread_id: str, body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
 ) -> StreamingResponse:
-    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+    run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
     return _stream_response(engine, thread_id, run_id, "0-0")
 
 
 @router.post("/threads/{thread_id}/runs/wait")
-async def wait_run(thread_id: str, body: RunCreate, request: Request, engine: EngineDep) -> Response:
-    run_id, _ = await submit_run(engine, request, thread_id, body, [])
+async def wait_run(
+    thread_id: str, body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
+) -> Response:
+    run_id, _ = await submit_run(engine, request, principal, thread_id, body, [])
     result = await _outcome(engine, thread_id, run_id)
     return JSONResponse(result, headers=_run_headers(thread_id, run_id, "/join"))
 
 
 @router.post("/threads/{thread_id}/runs")
-async def create_run(thread_id: str, body: RunCreate, request: Request, engine: EngineDep) -> Response:
-    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+async def create_run(
+    thread_id: str, body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
+) -> Response:
+    run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
     record = await engine.store.get_run(thread_id, run_id)
     assert record is not None
     return JSONResponse(run_view(record), headers=_run_headers(thread_id, run_id, ""))
@@ -225,9 +248,9 @@ async def create_run(thread_id: str, body: RunCreate, request: Request, engine: 
 _cleanups: set[asyncio.Task[None]] = set()
 
 
-async def _delete_when_done(engine: Engine, thread_id: str, run_id: str) -> None:
+async def _delete_when_done(engine: Engine, thread_id: str, run_id: str, tenant: str) -> None:
     await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
-    await delete_thread_and_checkpoints(engine, thread_id)
+    await delete_thread_and_checkpoints(engine, thread_id, tenant)
 
 
 def _stateless(body: RunCreate) -> tuple[str, RunCreate, bool]:
@@ -236,21 +259,25 @@ def _stateless(body: RunCreate) -> tuple[str, RunCreate, bool]:
 
 
 @router.post("/runs/wait")
-async def stateless_wait(body: RunCreate, request: Request, engine: EngineDep) -> Response:
+async def stateless_wait(
+    body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
+) -> Response:
     thread_id, body, delete = _stateless(body)
-    run_id, _ = await submit_run(engine, request, thread_id, body, [])
+    run_id, _ = await submit_run(engine, request, principal, thread_id, body, [])
     try:
         result = await _outcome(engine, thread_id, run_id)
     finally:
         if delete:
-            await delete_thread_and_checkpoints(engine, thread_id)
+            await delete_thread_and_checkpoints(engine, thread_id, principal.tenant)
     return JSONResponse(result)
 
 
 @router.post("/runs/stream")
-async def stateless_stream(body: RunCreate, request: Request, engine: EngineDep) -> StreamingResponse:
+async def stateless_stream(
+    body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
+) -> StreamingResponse:
     thread_id, body, delete = _stateless(body)
-    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+    run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -258,31 +285,35 @@ async def stateless_stream(body: RunCreate, request: Request, engine: EngineDep)
                 yield chunk
         finally:
             if delete:
-                _spawn_cleanup(engine, thread_id, run_id)
+                _spawn_cleanup(engine, thread_id, run_id, principal.tenant)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/runs")
-async def stateless_create(body: RunCreate, request: Request, engine: EngineDep) -> Response:
+async def stateless_create(
+    body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
+) -> Response:
     thread_id, body, delete = _stateless(body)
-    run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+    run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
     record = await engine.store.get_run(thread_id, run_id)
     assert record is not None
     if delete:
-        _spawn_cleanup(engine, thread_id, run_id)
+        _spawn_cleanup(engine, thread_id, run_id, principal.tenant)
     return JSONResponse(run_view(record))
 
 
 @router.post("/runs/batch")
-async def stateless_batch(bodies: list[RunCreate], request: Request, engine: EngineDep) -> Response:
+async def stateless_batch(
+    bodies: list[RunCreate], request: Request, engine: EngineDep, principal: PrincipalDep
+) -> Response:
     """Several stateless background runs. Each is validated before any is created, so a
     bad one refuses the whole batch and nothing is written."""
     if not bodies:
         raise InvalidInput("send a non-empty list of runs")
     for i, body in enumerate(bodies):
         try:
-            assistant = await resolve_assistant_async(engine, body.assistant_id)
+            assistant = await resolve_assistant_async(engine, body.assistant_id, principal.tenant)
             if body.input is not None:
                 _check_input(engine, assistant["graph_id"], body.input)
         except (NotFound, InvalidInput) as e:
@@ -290,41 +321,41 @@ async def stateless_batch(bodies: list[RunCreate], request: Request, engine: Eng
     created = []
     for body in bodies:
         thread_id, body, delete = _stateless(body)
-        run_id, _ = await submit_run(engine, request, thread_id, body, body.stream_modes)
+        run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
         record = await engine.store.get_run(thread_id, run_id)
         assert record is not None
         if delete:
-            _spawn_cleanup(engine, thread_id, run_id)
+            _spawn_cleanup(engine, thread_id, run_id, principal.tenant)
         created.append(run_view(record))
     return JSONResponse(created)
 
 
-def _spawn_cleanup(engine: Engine, thread_id: str, run_id: str) -> None:
+def _spawn_cleanup(engine: Engine, thread_id: str, run_id: str, tenant: str) -> None:
     """Delete the thread once the run ends (in this API process: if it restarts first, the
     thread stays, which loses nothing)."""
-    task = asyncio.create_task(_delete_when_done(engine, thread_id, run_id))
+    task = asyncio.create_task(_delete_when_done(engine, thread_id, run_id, tenant))
     _cleanups.add(task)
     task.add_done_callback(_cleanups.discard)
 
 
 @router.get("/threads/{thread_id}/runs")
 async def list_runs(
-    thread_id: str, engine: EngineDep, limit: int = 10, offset: int = 0
+    thread_id: str, engine: EngineDep, principal: PrincipalDep, limit: int = 10, offset: int = 0
 ) -> list[dict[str, Any]]:
-    await require_thread(engine, thread_id)
+    await require_thread(engine, thread_id, principal.tenant)
     return [run_view(r) for r in await engine.store.list_runs(thread_id, limit=limit, offset=offset)]
 
 
-async def _require_run(engine: Engine, thread_id: str, run_id: str) -> dict[str, Any]:
-    record = await engine.store.get_run(thread_id, run_id)
+async def _require_run(engine: Engine, thread_id: str, run_id: str, tenant: str) -> dict[str, Any]:
+    record = await engine.store.get_run(thread_id, run_id, tenant)
     if record is None:
         raise NotFound(f"run {run_id} not found on thread {thread_id}")
     return record
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
-async def get_run(thread_id: str, run_id: str, engine: EngineDep) -> dict[str, Any]:
-    return run_view(await _require_run(engine, thread_id, run_id))
+async def get_run(thread_id: str, run_id: str, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
+    return run_view(await _require_run(engine, thread_id, run_id, principal.tenant))
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
@@ -332,6 +363,7 @@ async def cancel_run(
     thread_id: str,
     run_id: str,
     engine: EngineDep,
+    principal: PrincipalDep,
     wait: bool = False,
     action: Literal["interrupt", "rollback"] = "interrupt",
 ) -> Response:
@@ -341,6 +373,7 @@ async def cancel_run(
         raise InvalidInput(
             "action=rollback is not supported yet; cancel with action=interrupt (the state reached is kept)"
         )
+    await _require_run(engine, thread_id, run_id, principal.tenant)
     await engine.store.cancel_run(thread_id, run_id)
     if wait:
         await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
@@ -352,8 +385,8 @@ async def cancel_run(
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
-async def join_run(thread_id: str, run_id: str, engine: EngineDep) -> Response:
-    await _require_run(engine, thread_id, run_id)
+async def join_run(thread_id: str, run_id: str, engine: EngineDep, principal: PrincipalDep) -> Response:
+    await _require_run(engine, thread_id, run_id, principal.tenant)
     return JSONResponse(await _outcome(engine, thread_id, run_id))
 
 
@@ -362,7 +395,8 @@ async def join_stream(
     thread_id: str,
     run_id: str,
     engine: EngineDep,
+    principal: PrincipalDep,
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
 ) -> StreamingResponse:
-    await _require_run(engine, thread_id, run_id)
+    await _require_run(engine, thread_id, run_id, principal.tenant)
     return _stream_response(engine, thread_id, run_id, last_event_id or "0-0")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
 
+from api.auth import PrincipalDep
 from api.deps import EngineDep
 from api.schemas import (
     HistoryRequest,
@@ -57,8 +58,9 @@ def thread_view(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def require_thread(engine: Engine, thread_id: str) -> dict[str, Any]:
-    record = await engine.store.get_thread(thread_id)
+async def require_thread(engine: Engine, thread_id: str, tenant: str) -> dict[str, Any]:
+    """The tenant's thread; another tenant's answers 404 exactly like a missing one."""
+    record = await engine.store.get_thread(thread_id, tenant)
     if record is None:
         raise NotFound(f"thread {thread_id} not found")
     return record
@@ -125,21 +127,23 @@ def _graph_of(engine: Engine, record: dict[str, Any]) -> CompiledGraph | None:
 
 
 @router.post("/threads")
-async def create_thread(body: ThreadCreate, engine: EngineDep) -> dict[str, Any]:
+async def create_thread(body: ThreadCreate, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
     thread_id = body.thread_id or new_id()
     if not is_uuid(thread_id):
         raise InvalidInput(f"thread_id must be a UUID, got '{thread_id}'")
-    record = await engine.store.create_thread(thread_id, body.metadata, if_exists=body.if_exists)
+    record = await engine.store.create_thread(
+        thread_id, body.metadata, if_exists=body.if_exists, tenant=principal.tenant
+    )
     return thread_view(record)
 
 
 @router.get("/threads/{thread_id}")
-async def get_thread(thread_id: str, engine: EngineDep) -> dict[str, Any]:
-    return thread_view(await require_thread(engine, thread_id))
+async def get_thread(thread_id: str, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
+    return thread_view(await require_thread(engine, thread_id, principal.tenant))
 
 
-async def _state(engine: Engine, thread_id: str, checkpoint_id: str | None) -> dict[str, Any]:
-    record = await require_thread(engine, thread_id)
+async def _state(engine: Engine, thread_id: str, checkpoint_id: str | None, tenant: str) -> dict[str, Any]:
+    record = await require_thread(engine, thread_id, tenant)
     graph = _graph_of(engine, record)
     if graph is None:
         if checkpoint_id:
@@ -155,17 +159,19 @@ async def _state(engine: Engine, thread_id: str, checkpoint_id: str | None) -> d
 
 
 @router.get("/threads/{thread_id}/state")
-async def get_state(thread_id: str, engine: EngineDep) -> dict[str, Any]:
-    return await _state(engine, thread_id, None)
+async def get_state(thread_id: str, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await _state(engine, thread_id, None, principal.tenant)
 
 
 @router.get("/threads/{thread_id}/state/{checkpoint_id}")
-async def get_state_at(thread_id: str, checkpoint_id: str, engine: EngineDep) -> dict[str, Any]:
-    return await _state(engine, thread_id, checkpoint_id)
+async def get_state_at(
+    thread_id: str, checkpoint_id: str, engine: EngineDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await _state(engine, thread_id, checkpoint_id, principal.tenant)
 
 
-async def _history(engine: Engine, thread_id: str, body: HistoryRequest) -> list[dict[str, Any]]:
-    record = await require_thread(engine, thread_id)
+async def _history(engine: Engine, thread_id: str, body: HistoryRequest, tenant: str) -> list[dict[str, Any]]:
+    record = await require_thread(engine, thread_id, tenant)
     graph = _graph_of(engine, record)
     if graph is None:
         return []
@@ -197,33 +203,38 @@ async def _history(engine: Engine, thread_id: str, body: HistoryRequest) -> list
 
 
 @router.post("/threads/{thread_id}/history")
-async def post_history(thread_id: str, body: HistoryRequest, engine: EngineDep) -> list[dict[str, Any]]:
-    return await _history(engine, thread_id, body)
+async def post_history(
+    thread_id: str, body: HistoryRequest, engine: EngineDep, principal: PrincipalDep
+) -> list[dict[str, Any]]:
+    return await _history(engine, thread_id, body, principal.tenant)
 
 
 @router.get("/threads/{thread_id}/history")
 async def get_history(
     thread_id: str,
     engine: EngineDep,
+    principal: PrincipalDep,
     limit: int = Query(10, ge=1, le=1000),
     before: str | None = None,
 ) -> list[dict[str, Any]]:
-    return await _history(engine, thread_id, HistoryRequest(limit=limit, before=before))
+    return await _history(engine, thread_id, HistoryRequest(limit=limit, before=before), principal.tenant)
 
 
 # --- search, change, copy, delete -------------------------------------------------------
 
 
-def _filter(body: ThreadCount, ids: list[str] | None = None) -> ThreadFilter:
-    return ThreadFilter(ids=ids, metadata=body.metadata, values=body.values, status=body.status)
+def _filter(body: ThreadCount, tenant: str, ids: list[str] | None = None) -> ThreadFilter:
+    return ThreadFilter(
+        ids=ids, metadata=body.metadata, values=body.values, status=body.status, tenant=tenant
+    )
 
 
 @router.post("/threads/search")
 async def search_threads(
-    body: ThreadSearch, admin: ThreadAdminDep, response: Response
+    body: ThreadSearch, admin: ThreadAdminDep, response: Response, principal: PrincipalDep
 ) -> list[dict[str, Any]]:
     page, total = await admin.search(
-        _filter(body, body.ids),
+        _filter(body, principal.tenant, body.ids),
         limit=body.limit,
         offset=body.offset,
         sort_by=body.sort_by,
@@ -239,8 +250,8 @@ async def search_threads(
 
 
 @router.post("/threads/count")
-async def count_threads(body: ThreadCount, admin: ThreadAdminDep) -> int:
-    return await admin.count(_filter(body))
+async def count_threads(body: ThreadCount, admin: ThreadAdminDep, principal: PrincipalDep) -> int:
+    return await admin.count(_filter(body, principal.tenant))
 
 
 @router.patch("/threads/{thread_id}", response_model=None)
@@ -249,47 +260,54 @@ async def patch_thread(
     body: ThreadPatch,
     engine: EngineDep,
     admin: ThreadAdminDep,
+    principal: PrincipalDep,
     prefer: str | None = Header(default=None),
 ) -> dict[str, Any] | Response:
+    await require_thread(engine, thread_id, principal.tenant)
     await admin.merge_metadata(thread_id, body.metadata)
     if prefer and "return=minimal" in prefer:
         return Response(status_code=204)
-    return thread_view(await require_thread(engine, thread_id))
+    return thread_view(await require_thread(engine, thread_id, principal.tenant))
 
 
-async def _delete(engine: Engine, admin: ThreadAdmin, thread_id: str) -> None:
+async def _delete(engine: Engine, admin: ThreadAdmin, thread_id: str, tenant: str) -> None:
+    await require_thread(engine, thread_id, tenant)
     # The checkpoints go in the same atomic step: they carry the thread's hash tag.
-    await admin.delete(thread_id, engine.saver.thread_keys(thread_id))
+    await admin.delete(thread_id, engine.saver.thread_keys(thread_id), tenant=tenant)
 
 
-async def delete_thread_and_checkpoints(engine: Engine, thread_id: str) -> None:
+async def delete_thread_and_checkpoints(engine: Engine, thread_id: str, tenant: str) -> None:
     """Delete a thread with everything it owns (refused while it has an active run)."""
-    await _delete(engine, get_thread_admin(engine), thread_id)
+    await _delete(engine, get_thread_admin(engine), thread_id, tenant)
 
 
 @router.delete("/threads/{thread_id}", status_code=204)
-async def delete_thread(thread_id: str, engine: EngineDep, admin: ThreadAdminDep) -> Response:
-    await _delete(engine, admin, thread_id)
+async def delete_thread(
+    thread_id: str, engine: EngineDep, admin: ThreadAdminDep, principal: PrincipalDep
+) -> Response:
+    await _delete(engine, admin, thread_id, principal.tenant)
     return Response(status_code=204)
 
 
-async def delete_threads_of_assistant(engine: Engine, assistant_id: str) -> int:
-    """Delete every thread whose runs used ``assistant_id``; refuses (writing nothing)
-    while any of them has an active run. Returns how many were deleted."""
+async def delete_threads_of_assistant(engine: Engine, assistant_id: str, tenant: str) -> int:
+    """Delete every thread of ``tenant`` whose runs used ``assistant_id``; refuses
+    (writing nothing) while any of them has an active run. Returns how many were deleted."""
     admin = get_thread_admin(engine)
     found, _ = await admin.search(
-        ThreadFilter(metadata={"assistant_id": assistant_id}), limit=10**9, offset=0
+        ThreadFilter(metadata={"assistant_id": assistant_id}, tenant=tenant), limit=10**9, offset=0
     )
     busy = [r["thread_id"] for r in found if r["active_run"]]
     if busy:
         raise Conflict(f"threads {busy} of assistant {assistant_id} have active runs; nothing was deleted")
     for record in found:
-        await _delete(engine, admin, record["thread_id"])
+        await _delete(engine, admin, record["thread_id"], tenant)
     return len(found)
 
 
 @router.post("/threads/prune")
-async def prune_threads(body: ThreadPrune, engine: EngineDep, admin: ThreadAdminDep) -> dict[str, int]:
+async def prune_threads(
+    body: ThreadPrune, engine: EngineDep, admin: ThreadAdminDep, principal: PrincipalDep
+) -> dict[str, int]:
     """``delete``: delete the threads; ``keep_latest``: keep only their latest checkpoint.
     Unknown threads and threads with an active run are skipped; the count says how many
     were pruned."""
@@ -297,9 +315,9 @@ async def prune_threads(body: ThreadPrune, engine: EngineDep, admin: ThreadAdmin
     for thread_id in dict.fromkeys(body.thread_ids):
         try:
             if body.strategy == "delete":
-                await _delete(engine, admin, thread_id)
+                await _delete(engine, admin, thread_id, principal.tenant)
             else:
-                record = await require_thread(engine, thread_id)
+                record = await require_thread(engine, thread_id, principal.tenant)
                 if record["active_run"]:
                     continue
                 await engine.saver.aprune([thread_id], strategy="keep_latest")
@@ -317,10 +335,12 @@ def _interrupts(snapshot: StateSnapshot) -> dict[str, list[dict[str, Any]]]:
 
 
 @router.post("/threads/{thread_id}/copy")
-async def copy_thread(thread_id: str, engine: EngineDep, admin: ThreadAdminDep) -> dict[str, Any]:
+async def copy_thread(
+    thread_id: str, engine: EngineDep, admin: ThreadAdminDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """A new thread with the same checkpoints and metadata. Its status is ``idle``, or
     ``interrupted`` when the copied state waits on an interrupt (so it can be resumed)."""
-    record = await require_thread(engine, thread_id)
+    record = await require_thread(engine, thread_id, principal.tenant)
     source = await admin.raw(thread_id)
     if source is None:
         raise NotFound(f"thread {thread_id} not found")
@@ -340,11 +360,12 @@ async def copy_thread(thread_id: str, engine: EngineDep, admin: ThreadAdminDep) 
             status="interrupted" if interrupts else "idle",
             values=values,
             interrupts=interrupts,
+            tenant=principal.tenant,
         )
     except BaseException:
         await engine.saver.adelete_thread(copy_id)  # no record: leave no orphan checkpoints
         raise
-    return thread_view(await require_thread(engine, copy_id))
+    return thread_view(await require_thread(engine, copy_id, principal.tenant))
 
 
 def _check_update_keys(graph: CompiledGraph, values: Any) -> None:
@@ -360,11 +381,15 @@ def _check_update_keys(graph: CompiledGraph, values: Any) -> None:
 
 @router.post("/threads/{thread_id}/state")
 async def update_state(
-    thread_id: str, body: ThreadStateUpdate, engine: EngineDep, admin: ThreadAdminDep
+    thread_id: str,
+    body: ThreadStateUpdate,
+    engine: EngineDep,
+    admin: ThreadAdminDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Write a new checkpoint as if ``as_node`` had returned ``values`` (from the latest
     checkpoint, or from ``checkpoint_id`` to fork); answers ``{"checkpoint": …}``."""
-    record = await require_thread(engine, thread_id)
+    record = await require_thread(engine, thread_id, principal.tenant)
     if record["active_run"]:
         raise Conflict(
             f"thread {thread_id} has an active run ({record['active_run']}); update its state after it ends"

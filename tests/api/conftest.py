@@ -50,14 +50,14 @@ def service(
 
 @pytest.fixture
 async def client(service: ServiceProcess) -> AsyncIterator[LangGraphClient]:
-    async with get_client(url=service.url, api_key=None) as c:
+    async with get_client(url=service.url, api_key=service.api_key) as c:
         yield c
 
 
 @pytest.fixture
 async def http(service: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
     """A plain HTTP client on the service, for what the SDK hides (status codes, bodies)."""
-    async with httpx.AsyncClient(base_url=service.url) as c:
+    async with httpx.AsyncClient(base_url=service.url, headers={"x-api-key": service.api_key}) as c:
         yield c
 
 

@@ -15,7 +15,7 @@ INPUT = {"ticket": "technical: the app crashes", "customer_id": "c-001"}
 
 
 async def _gone(service: ServiceProcess, thread_id: str) -> bool:
-    async with httpx.AsyncClient(base_url=service.url) as http:
+    async with httpx.AsyncClient(base_url=service.url, headers={"x-api-key": service.api_key}) as http:
         for _ in range(100):  # the cleanup follows the run's end within milliseconds
             if (await http.get(f"/threads/{thread_id}")).status_code == 404:
                 return True
@@ -72,7 +72,7 @@ async def test_batch_creates_every_run(client: LangGraphClient) -> None:
 
 async def test_a_bad_run_refuses_the_whole_batch(service: ServiceProcess) -> None:
     before_body = {"assistant_id": "support_triage", "input": INPUT}
-    async with httpx.AsyncClient(base_url=service.url) as http:
+    async with httpx.AsyncClient(base_url=service.url, headers={"x-api-key": service.api_key}) as http:
         count = (await http.post("/threads/count", json={})).json()
         r = await http.post("/runs/batch", json=[before_body, {"assistant_id": "nope", "input": {}}])
         assert r.status_code == 404 and "runs[1]" in r.json()["detail"]

@@ -138,7 +138,9 @@ def test_nothing_acknowledged_is_lost_or_done_twice(tmp_path: Path) -> None:
     faults = [chaos.pause_worker, chaos.restart_api, chaos.restart_redis]
     started = time.monotonic()
     try:
-        with httpx.Client(base_url=chaos.api.url, timeout=10) as http:
+        with httpx.Client(
+            base_url=chaos.api.url, timeout=10, headers={"x-api-key": chaos.api.api_key}
+        ) as http:
             round_no = 0
             while time.monotonic() - started < CHAOS_SECONDS:
                 for _ in range(4):

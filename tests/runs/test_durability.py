@@ -62,7 +62,7 @@ def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def client(cluster: Cluster) -> AsyncIterator[LangGraphClient]:
-    async with get_client(url=cluster.api.url, api_key=None) as c:
+    async with get_client(url=cluster.api.url, api_key=cluster.api.api_key) as c:
         yield c
 
 
