@@ -188,6 +188,16 @@ class HistoryRequest(BaseModel):
     checkpoint: CheckpointRef | None = None
 
 
+class RunsCancel(BaseModel):
+    """Body of ``POST /runs/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: str | None = None
+    run_ids: list[str] | None = None
+    status: Literal["pending", "running", "all"] | None = None
+
+
 class RunCreate(BaseModel):
     """Body of ``POST /threads/{id}/runs{,/stream,/wait}``."""
 

@@ -31,6 +31,7 @@ from core.ids import new_id
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
 from runs.payload import RunPayload
+from store.checkpoint import AsyncRedisSaver
 from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
 
 log = logging.getLogger("interlock.worker")
@@ -200,7 +201,10 @@ class Worker:
 
     async def _execute_logged(self, item: QueuedRun) -> None:
         try:
-            await self.execute(item)
+            if item.kind == "rollback":
+                await self.roll_back(item)
+            else:
+                await self.execute(item)
         except asyncio.CancelledError:
             raise
         except FencedOut:
@@ -211,6 +215,34 @@ class Worker:
             )
         except Exception:
             log.exception("run %s could not be recorded", item.run_id)
+
+    async def roll_back(self, item: QueuedRun) -> None:
+        """Undo a cancelled run (``action=rollback`` or multitask ``rollback``): delete its
+        checkpoints and the writes it added, give the thread the state it had before, delete
+        the run, start the thread's next run. Its former owner is already fenced out, and
+        every step is idempotent, so a rollback taken over after a crash is done again."""
+        thread_id, run_id = item.thread_id, item.run_id
+        run = await self.store.get_run(thread_id, run_id)
+        graph = self.graphs.get(run["graph_id"]) if run else None
+        if run is None or graph is None:
+            if run is not None:
+                log.error("rollback of run %s: graph %s is not registered here", run_id, run["graph_id"])
+            await self.store.ack(item.message_id)
+            return
+        saver = graph.checkpointer
+        assert isinstance(saver, AsyncRedisSaver)
+        await saver.arollback_run(thread_id, run_id, await self.store.rollback_base(thread_id, run_id))
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        interrupts = _interrupts(snapshot) if snapshot.config else {}
+        await self.store.rollback_done(
+            thread_id=thread_id,
+            run_id=run_id,
+            message_id=item.message_id,
+            thread_status="interrupted" if interrupts else "idle",
+            values=snapshot.values if snapshot.config else None,
+            interrupts=interrupts,
+        )
+        log.info("run %s on thread %s rolled back", run_id, thread_id)
 
     async def execute(self, item: QueuedRun) -> None:
         """Execute one run to its end (success, error or interrupt) and record it.

@@ -52,6 +52,14 @@ class Layout:
     def events(self, thread_id: str, run_id: str) -> str:
         return f"{self.prefix}run:{{{thread_id}}}:{run_id}:ev"
 
+    def checkpoint_index(self, thread_id: str) -> str:
+        """The checkpointer's index of the thread's checkpoints (``store/checkpoint.py``)."""
+        return f"{self.prefix}cp:{{{thread_id}}}:i"
+
+    def checkpoint_writes(self, thread_id: str) -> str:
+        """The checkpointer's index of the thread's pending writes."""
+        return f"{self.prefix}cp:{{{thread_id}}}:x"
+
     def fence(self, thread_id: str) -> str:
         return f"{self.prefix}fence:{{{thread_id}}}"
 

@@ -61,6 +61,7 @@ class QueuedRun:
     thread_id: str
     run_id: str
     payload: dict[str, Any]
+    kind: Literal["run", "rollback"] = "run"
 
 
 class RunStore:
@@ -83,6 +84,8 @@ class RunStore:
         self._finish_run = client.register_script(lua.FINISH_RUN)
         self._claim_run = client.register_script(lua.CLAIM_RUN)
         self._cancel_run = client.register_script(lua.CANCEL_RUN)
+        self._rollback_done = client.register_script(lua.ROLLBACK_DONE)
+        self._delete_run = client.register_script(lua.DELETE_RUN)
 
     @staticmethod
     async def _await(result: Awaitable[Any] | Any) -> Any:
@@ -161,18 +164,27 @@ class RunStore:
             _raise_script_error(e, thread_id)
         return cast(RunStatus, status.decode())
 
-    async def cancel_run(self, thread_id: str, run_id: str) -> None:
+    async def cancel_run(
+        self, thread_id: str, run_id: str, action: Literal["interrupt", "rollback"] = "interrupt"
+    ) -> str:
         """Cancel a pending or running run, wherever its worker is: it is marked
         ``interrupted`` and its owner is fenced out (it stops at its next checkpoint or
-        side effect, writing nothing); the thread's next queued run starts."""
+        side effect, writing nothing); the thread's next queued run starts.
+
+        ``rollback`` also undoes the run: a pending one is deleted at once; for the active
+        one a rollback job is queued, whose worker deletes the run and its checkpoints and
+        then starts the thread's next run. Returns ``cancelled`` or ``rolling_back``."""
         k = self.keys
         try:
-            await self._cancel_run(
+            result = await self._cancel_run(
                 keys=[
                     k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
-                    k.queue, k.fence(thread_id),
+                    k.queue, k.fence(thread_id), k.thread_runs(thread_id),
                 ],
-                args=[run_id, thread_id, now_ms(), k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s],
+                args=[
+                    run_id, thread_id, now_ms(), k.run_prefix(thread_id), self.events_maxlen,
+                    self.events_ttl_s, action,
+                ],
             )  # fmt: skip
         except aredis.ResponseError as e:
             code = str(e).strip()
@@ -183,6 +195,65 @@ class RunStore:
                     f"run {run_id} has already ended; only pending or running runs can be cancelled"
                 ) from None
             raise
+        return str(result.decode() if isinstance(result, bytes) else result)
+
+    async def delete_run(self, thread_id: str, run_id: str) -> None:
+        """Delete an ended run's record and events. NotFound, or Conflict while it is
+        pending, running or being rolled back."""
+        try:
+            await self._delete_run(
+                keys=[self.keys.run(thread_id, run_id), self.keys.thread_runs(thread_id)], args=[run_id]
+            )
+        except aredis.ResponseError as e:
+            if str(e).strip() == "no_run":
+                raise NotFound(f"run {run_id} not found on thread {thread_id}") from None
+            if str(e).strip() == "not_ended":
+                raise Conflict(f"run {run_id} has not ended; cancel it first, then delete it") from None
+            raise
+
+    async def active_runs(self, thread_id: str) -> list[tuple[str, str]]:
+        """``(run_id, status)`` of the thread's active run and of the runs waiting behind it."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.thread(thread_id), "active_run")
+        pipe.lrange(self.keys.thread_pending(thread_id), 0, -1)
+        active, pending = await pipe.execute()
+        found = [(active.decode(), "running")] if active else []
+        return found + [(r.decode(), "pending") for r in pending]
+
+    async def rollback_base(self, thread_id: str, run_id: str) -> tuple[bytes, set[bytes]] | None:
+        """The checkpoint a run started from and the writes it had then (noted at the
+        run's first claim), or None when the run started on an empty thread or never ran."""
+        cp, writes = await self._await(
+            self.client.hmget(self.keys.run(thread_id, run_id), ["base_cp", "base_writes"])
+        )
+        if not cp:
+            return None
+        return cp, set(writes.split(b"\n")) if writes else set()
+
+    async def rollback_done(
+        self,
+        *,
+        thread_id: str,
+        run_id: str,
+        message_id: str,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Any,
+    ) -> bool:
+        """Delete the rolled-back run, set the thread's state, ack the rollback job and
+        start the thread's next run, atomically. False when another worker did it first."""
+        k = self.keys
+        done = await self._rollback_done(
+            keys=[
+                k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
+                k.queue, k.fence(thread_id), k.thread_runs(thread_id),
+            ],
+            args=[
+                run_id, thread_id, now_ms(), k.run_prefix(thread_id), thread_status,
+                jsonutil.dumps(values), jsonutil.dumps(interrupts), message_id, QUEUE_GROUP,
+            ],
+        )  # fmt: skip
+        return bool(done)
 
     async def get_run(self, thread_id: str, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The run, or None when there is none (or, given ``tenant``, it is another's)."""
@@ -207,7 +278,13 @@ class RunStore:
         """
         k = self.keys
         epoch = await self._claim_run(
-            keys=[k.run(thread_id, run_id), k.fence(thread_id), k.events(thread_id, run_id)],
+            keys=[
+                k.run(thread_id, run_id),
+                k.fence(thread_id),
+                k.events(thread_id, run_id),
+                k.checkpoint_index(thread_id),
+                k.checkpoint_writes(thread_id),
+            ],
             args=[run_id, worker, now_ms(), self.events_maxlen, self.events_ttl_s],
         )
         return f"{run_id}:{int(epoch)}" if int(epoch) else None
@@ -334,7 +411,8 @@ def _queued(message_id: bytes, fields: dict[bytes, bytes]) -> QueuedRun:
         message_id=message_id.decode(),
         thread_id=fields[b"t"].decode(),
         run_id=fields[b"r"].decode(),
-        payload=jsonutil.loads(fields[b"p"]),
+        payload=jsonutil.loads(fields[b"p"]) if b"p" in fields else {},
+        kind="rollback" if fields.get(b"k") == b"rollback" else "run",
     )
 
 

@@ -197,53 +197,30 @@ async def test_roles_allow_exactly_what_they_are_for(
         assert r.json()["refund"]["status"] == "issued"
 
 
+async def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "api.cli", "keys", *args]
+    return await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True)
+
+
 async def test_keys_made_with_the_cli_work_until_revoked(service: ServiceProcess) -> None:
-    env = {**service.env}
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "keys",
-            "create",
-            "--tenant",
-            "acme",
-            "--role",
-            "viewer",
-            "--name",
-            "ci",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    made = await _cli(service.env, "create", "--tenant", "acme", "--role", "viewer", "--name", "ci")
+    assert made.returncode == 0, made.stderr
     record = json.loads(made.stdout)
     assert record["key"].startswith("il_") and record["tenant"] == "acme" and record["roles"] == ["viewer"]
-    listed = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "list", "--tenant", "acme"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    listed = await _cli(service.env, "list", "--tenant", "acme")
     assert record["key"] not in listed.stdout  # secrets are never shown again
     assert record["id"] in listed.stdout
     async with _http(service, record["key"]) as c:
         assert (await c.post("/threads/search", json={})).status_code == 200
         expect_error(await c.post("/threads", json={}), 403)
-        subprocess.run(
-            [sys.executable, "-m", "api.cli", "keys", "revoke", record["id"]],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        assert (await _cli(service.env, "revoke", record["id"])).returncode == 0
         for _ in range(200):  # revocation reaches every process within the cache time
             if (await c.post("/threads/search", json={})).status_code == 401:
                 break
             await asyncio.sleep(0.1)
         expect_error(await c.post("/threads/search", json={}), 401)
-    bad = subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", "create", "--tenant", "no spaces", "--role", "viewer"],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    assert (await _cli(service.env, "revoke", record["id"])).returncode == 1
+    bad = await _cli(service.env, "create", "--tenant", "no spaces", "--role", "viewer")
     assert bad.returncode != 0 and "tenant" in bad.stderr
 
 
