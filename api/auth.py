@@ -84,7 +84,7 @@ DEV_PRINCIPAL = Principal(
 )
 
 PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-_READ_SUFFIXES = ("/search", "/count", "/history")
+_READ_SUFFIXES = ("/search", "/count", "/history", "/state/checkpoint")
 # Runs on a thread may be started by an approver only to answer a pending interrupt; the
 # route checks the body (``api/routes/runs.py``).
 _ANSWER_ROUTES = frozenset(

@@ -188,6 +188,23 @@ class HistoryRequest(BaseModel):
     checkpoint: CheckpointRef | None = None
 
 
+class CheckpointAt(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint_id: str = Field(min_length=1)
+    checkpoint_ns: str = ""
+    thread_id: str | None = None
+
+
+class StateAtCheckpoint(BaseModel):
+    """Body of ``POST /threads/{id}/state/checkpoint``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint: CheckpointAt
+    subgraphs: bool = False
+
+
 class RunsCancel(BaseModel):
     """Body of ``POST /runs/cancel``."""
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -387,17 +387,51 @@ class Worker:
         else:
             graph_input = payload.input
         context: Any = self.context if graph.builder.context_schema is Context else payload.context
+        options: dict[str, Any] = {
+            "context": context,
+            "subgraphs": True,
+            "interrupt_before": payload.interrupt_before,
+            "interrupt_after": payload.interrupt_after,
+            "durability": payload.durability,
+        }
+        if "events" in modes:
+            await self._stream_events(graph, graph_input, config, options, modes, payload, sink)
+            return
         stream: Any = graph.astream(
-            graph_input,
-            cast(RunnableConfig, config),
-            context=context,
-            stream_mode=cast(Any, modes),
-            subgraphs=True,
-            interrupt_before=payload.interrupt_before,
-            interrupt_after=payload.interrupt_after,
-            durability=payload.durability,
+            graph_input, cast(RunnableConfig, config), stream_mode=cast(Any, modes), **options
         )
         async for ns, mode, chunk in stream:
             if not wanted or (ns and not payload.stream_subgraphs):
                 continue
             sink.emit(_event_name(mode, ns), chunk)
+
+    @staticmethod
+    async def _stream_events(
+        graph: CompiledGraph,
+        graph_input: Any,
+        config: dict[str, Any],
+        options: dict[str, Any],
+        modes: Sequence[str],
+        payload: RunPayload,
+        sink: EventSink,
+    ) -> None:
+        """Stream mode ``events``: every LangChain callback event (``on_chain_start``,
+        ``on_chat_model_stream``…, as ``astream_events`` v2 gives them). The graph's own
+        stream chunks arrive inside them; those of the other requested modes are
+        published as their own events too."""
+        others = [m for m in modes if m != "events"] or ["values"]
+        events: Any = graph.astream_events(
+            graph_input, cast(RunnableConfig, config), version="v2", stream_mode=others, **options
+        )
+        async for event in events:
+            chunk = event.get("data", {}).get("chunk")
+            if (
+                event["event"] == "on_chain_stream"
+                and not event.get("parent_ids")
+                and isinstance(chunk, tuple)
+            ):
+                ns, mode, data = chunk
+                if mode in modes and (not ns or payload.stream_subgraphs):
+                    sink.emit(_event_name(mode, ns), data)
+                continue
+            sink.emit("events", event)
