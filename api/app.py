@@ -15,7 +15,7 @@ from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
 from api.routes import assistants, decisions, meta, runs, threads
 from core.settings import Settings
-from core.tracing import configure_tracing
+from core.tracing import configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
 from store.apikeys import ApiKeyStore
 
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 len(engine.workers),
             )
             yield
+        shutdown_tracing()  # flush the spans of the last runs
 
     app = FastAPI(
         title="Interlock",

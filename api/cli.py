@@ -11,6 +11,7 @@ import sys
 from core.errors import ConfigurationError
 from core.redis import check_server, make_client
 from core.settings import Settings
+from core.tracing import configure_tracing, shutdown_tracing
 from graphs.registry import GraphRegistry
 from runs.engine import open_engine
 
@@ -53,6 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"redis_url": f"unix://{sock}"})
     asyncio.run(_preflight(settings))
     count = settings.workers or 1
+    configure_tracing()
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -69,6 +71,7 @@ def _worker(args: argparse.Namespace) -> int:
             )
 
     asyncio.run(run())
+    shutdown_tracing()  # flush the spans of the last runs
     return 0
 
 
