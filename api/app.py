@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import Authenticator, authenticate
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import assistants, decisions, meta, runs, threads
+from api.routes import approvals, assistants, decisions, meta, runs, threads
 from core.settings import Settings
 from core.tracing import configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, decisions):
+    for module in (meta, assistants, threads, runs, decisions, approvals):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -105,7 +105,9 @@ def _keys(args: argparse.Namespace) -> int:
         async with redis_connection(url, settings.data_dir, settings.redis_appendfsync) as (client, _):
             keys = ApiKeyStore(client, prefix=settings.key_prefix)
             if args.keys_command == "create":
-                key, record = await keys.create(tenant=args.tenant, roles=args.role, name=args.name)
+                key, record = await keys.create(
+                    tenant=args.tenant, roles=args.role, name=args.name, groups=args.group or ()
+                )
                 print(json.dumps({"key": key, **record}, indent=2))
                 print("interlock: the key is shown only now; store it safely", file=sys.stderr)
             elif args.keys_command == "list":
@@ -199,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         help="repeat for several roles",
     )
     create.add_argument("--name", default="", help="who or what the key is for")
+    create.add_argument(
+        "--group", action="append", help="a named group (approvals may go to one); repeatable"
+    )
     create.set_defaults(func=_keys)
     listing = keys.add_parser("list", help="the keys (without their secrets)")
     listing.add_argument("--tenant", type=_tenant, default=None, help="only this tenant's")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -27,10 +28,11 @@ from opentelemetry.trace import Status, StatusCode
 from agents.context import Context
 from core import jsonutil
 from core.errors import FENCE_CONFIG_KEY, FencedOut
-from core.ids import new_id
+from core.ids import new_id, now_ms
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
 from runs.payload import RunPayload
+from store.approvals import ApprovalStore
 from store.checkpoint import AsyncRedisSaver
 from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
 
@@ -92,6 +94,35 @@ def _interrupts(snapshot: Any) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def _approvals(snapshot: Any, payload: RunPayload, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+    """An approval for every pending interrupt whose value is an approval request."""
+    now = now_ms()
+    found = []
+    for task in snapshot.tasks:
+        for intr in task.interrupts:
+            request = intr.value
+            if not (isinstance(request, dict) and request.get("type") == "approval"):
+                continue
+            deadline_s = request.get("deadline_s")
+            found.append(
+                {
+                    "id": intr.id,
+                    "tenant": payload.tenant,
+                    "thread_id": thread_id,
+                    "run_id": run_id,
+                    "graph_id": payload.graph_id,
+                    "assistant_id": payload.assistant_id,
+                    "node": task.name,
+                    "task_id": task.id,
+                    "request": request,
+                    "assignee": request.get("assignee", "approver"),
+                    "requested_at": now,
+                    "deadline_at": now + int(deadline_s * 1000) if deadline_s is not None else None,
+                }
+            )
+    return found
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended, ready to be recorded."""
@@ -102,6 +133,8 @@ class Outcome:
     interrupts: dict[str, list[dict[str, Any]]]
     end: dict[str, Any]
     error: Exception | None = None
+    approvals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The approval steps the run pauses on (``store/approvals.py``)."""
 
 
 class Worker:
@@ -119,6 +152,7 @@ class Worker:
         store: RunStore,
         graphs: Mapping[str, CompiledGraph],
         context: Context,
+        approvals: ApprovalStore,
         *,
         concurrency: int = 16,
         lease_ms: int = 30_000,
@@ -126,6 +160,7 @@ class Worker:
         name: str | None = None,
     ) -> None:
         self.store = store
+        self.approvals = approvals
         self.graphs = graphs
         self.context = context
         self.concurrency = concurrency
@@ -286,6 +321,10 @@ class Worker:
                 sink.emit("error", outcome.end["error"])
             await sink.close()
             span.set_attribute("interlock.run.status", outcome.run_status)
+        if outcome.approvals:
+            # Before the outcome: a take-over after a crash in between re-runs the step,
+            # pauses on the same interrupts and records them again (idempotent).
+            await self.approvals.record(outcome.approvals)
         recorded = await self.store.finish_run(
             thread_id=thread_id,
             run_id=run_id,
@@ -335,7 +374,10 @@ class Worker:
         if interrupts:
             flat = [i for group in interrupts.values() for i in group]
             end = {"status": "interrupted", "values": snapshot.values, "interrupts": flat}
-            return Outcome("interrupted", "interrupted", snapshot.values, interrupts, end)
+            approvals = _approvals(snapshot, payload, thread_id, run_id)
+            return Outcome(
+                "interrupted", "interrupted", snapshot.values, interrupts, end, approvals=approvals
+            )
         end = {"status": "success", "values": snapshot.values}
         return Outcome("success", "idle", snapshot.values, {}, end)
 

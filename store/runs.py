@@ -19,6 +19,7 @@ from core import jsonutil
 from core.errors import Conflict, NotFound
 from core.ids import now_ms
 from store import runs_lua as lua
+from store.approvals import Answering
 from store.layout import DEFAULT_TENANT, QUEUE_GROUP, Layout
 
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
@@ -43,6 +44,9 @@ _ERRORS = {
 
 def _raise_script_error(e: aredis.ResponseError, thread_id: str) -> None:
     code = str(e).strip()
+    if code.startswith("approval_decided "):
+        approval_id = code.split(" ", 1)[1]
+        raise Conflict(f"approval {approval_id} has already been decided; nothing was written") from None
     if code in _ERRORS:
         cls, message = _ERRORS[code]
         raise cls(message.format(thread_id=thread_id)) from None
@@ -144,6 +148,9 @@ class RunStore:
         if_not_exists: Literal["create", "reject"],
         is_resume: bool,
         tenant: str = DEFAULT_TENANT,
+        answering: Sequence[Answering] = (),
+        audit_key: str = "",
+        due_key: str = "",
     ) -> RunStatus:
         """Write the run record and enqueue it (or queue it behind the thread's active
         run) in one atomic step. Raises NotFound/Conflict and then writes nothing."""
@@ -153,11 +160,15 @@ class RunStore:
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
                     k.run(thread_id, run_id), k.queue, k.threads(tenant), k.fence(thread_id),
+                    *([audit_key, due_key, *(a.key for a in answering)] if answering else []),
                 ],
                 args=[
                     run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
                     k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, tenant,
+                    *(v for a in answering for v in (
+                        jsonutil.dumps(a.decision), jsonutil.dumps(a.audit), a.approval_id,
+                    )),
                 ],
             )  # fmt: skip
         except aredis.ResponseError as e:

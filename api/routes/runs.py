@@ -18,6 +18,7 @@ from opentelemetry import propagate
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from api.answers import answered_approvals
 from api.auth import Access, Principal, PrincipalDep
 from api.deps import EngineDep
 from api.responses import JSONResponse
@@ -28,6 +29,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
 from runs.engine import Engine
 from runs.payload import RunPayload, StreamMode
+from store.approvals import Answering
 from store.runs import END_EVENT, TERMINAL_STATUSES
 
 router = APIRouter(tags=["runs"])
@@ -120,11 +122,15 @@ async def submit_run(
     if body.input is not None:
         _check_input(engine, graph_id, body.input)
     is_resume = body.command is not None and body.command.resume is not None
+    answering: list[Answering] = []
     if is_resume:
         assert body.command is not None
         record = await engine.store.get_thread(thread_id, principal.tenant)
         if record is not None:
             _check_resume(record, body.command.resume)
+        resume, answering = await answered_approvals(engine, principal, record, body.command.resume)
+        if answering:
+            body = body.model_copy(update={"command": body.command.model_copy(update={"resume": resume})})
     carrier: dict[str, str] = {}
     if request is not None:
         propagate.inject(carrier, context=propagate.extract(request.headers))
@@ -160,6 +166,9 @@ async def submit_run(
         if_not_exists=body.if_not_exists,
         is_resume=is_resume,
         tenant=principal.tenant,
+        answering=answering,
+        audit_key=engine.approvals.audit_key(principal.tenant),
+        due_key=engine.approvals.due_key,
     )
     return run_id, status
 

@@ -236,6 +236,7 @@ def test_every_route_has_the_access_we_meant() -> None:
         ("POST", "/threads/{thread_id}/runs"): Access.ANSWER,
         ("POST", "/threads/{thread_id}/runs/wait"): Access.ANSWER,
         ("POST", "/threads/{thread_id}/runs/stream"): Access.ANSWER,
+        ("POST", "/approvals/{approval_id}/decision"): Access.ANSWER,
     }
     app = create_app()
     routes = [(m.upper(), path) for path, item in app.openapi()["paths"].items() for m in item]
