@@ -64,7 +64,10 @@ class Principal:
 
     @property
     def label(self) -> str:
-        """Who this is, for audit trails: the key's name and id."""
+        """Who this is, for audit trails: the key's name and id (the service itself,
+        acting on a deadline or a schedule, is just its name)."""
+        if self.key_id == "system":
+            return self.name
         return f"{self.name or 'key'} ({self.key_id})"
 
     def may_decide(self, assignee: str) -> bool:

@@ -153,6 +153,10 @@ class ApprovalStore:
         )
         return [(m.decode(), int(s)) for m, s in raw]
 
+    async def next_deadline(self) -> int | None:
+        raw: Any = await self.client.zrange(self.due_key, 0, 0, withscores=True)
+        return int(raw[0][1]) if raw else None
+
     async def drop_due(self, approval_id: str) -> None:
         await self.client.zrem(self.due_key, approval_id)
 
