@@ -84,6 +84,20 @@ def _node_metadata(engine: Engine, approval: dict[str, Any]) -> dict[str, Any]:
     return dict(node.metadata or {}) if node is not None else {}
 
 
+def _check_edits(schema: dict[str, Any] | None, edits: dict[str, Any] | None) -> None:
+    """For steps without a declared model: the edited fields must be in the request's
+    schema, and within its ``enum`` where it has one (the step validates fully)."""
+    if not edits:
+        return
+    fields = (schema or {}).get("properties", {})
+    for name, value in edits.items():
+        if name not in fields:
+            raise ValueError(f"edits.{name} is not editable here ({', '.join(fields) or 'nothing is'})")
+        allowed = fields[name].get("enum")
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"edits.{name} must be one of {allowed}, got {value!r}")
+
+
 @router.get("/approvals")
 async def list_approvals(
     engine: EngineDep,
@@ -167,6 +181,7 @@ async def decide_approval(
             checked = ApprovalDecision.model_validate(answer)
             if checked.decision not in approval["request"].get("options", ["approve", "reject"]):
                 raise ValueError(f"decision '{checked.decision}' is not an option here")
+            _check_edits(approval["request"].get("edit_schema"), checked.edits)
     except ValueError as e:
         raise InvalidInput(f"answer not accepted: {e}") from None
     resume = RunCreate.model_validate(

@@ -15,10 +15,17 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from agents.approval import ApprovalSpec, add_approval
+from agents.context import Context
+from agents.decision import Branch, DecisionSpec
+from agents.nodes import add_decision
 
 
 class State(TypedDict, total=False):
     amount: float
+    text: str
+    route: str | None
+    decision: dict[str, Any] | None
+    handled_by: str
     legal: dict[str, Any] | None
     finance: dict[str, Any] | None
     sign: dict[str, Any] | None
@@ -103,6 +110,31 @@ def expiring() -> StateGraph[State, None, State, State]:
     return _single(spec, {"approve": "done", "reject": "done", "timeout": "expired"})
 
 
+ROUTE = DecisionSpec(
+    name="route_it",
+    instructions="Route the text.",
+    branches=[Branch(name="refund", description="money back"), Branch(name="answer", description="question")],
+    fallback="answer",
+    inputs=["text"],
+    review_below=1.0,  # every decision below certainty waits for a person
+    max_attempts=2,
+    timeout_s=2,
+)
+
+
+def reviewed() -> StateGraph[State, Context, State, State]:
+    """An LLM decision whose every result goes to a person for review."""
+    builder = StateGraph(State, context_schema=Context)
+    builder.add_node("refund_desk", lambda s: {"handled_by": "refund_desk"})
+    builder.add_node("answer_desk", lambda s: {"handled_by": "answer_desk"})
+    builder.add_edge(START, "route_it")
+    add_decision(builder, ROUTE, {"refund": "refund_desk", "answer": "answer_desk"})
+    builder.add_edge("refund_desk", END)
+    builder.add_edge("answer_desk", END)
+    return builder
+
+
 contract_graph = contract()
+reviewed_graph = reviewed()
 escalating_graph = escalating()
 expiring_graph = expiring()

@@ -38,7 +38,8 @@ def service(
 ) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("approvals")
     graphs = {
-        name: f"{HERE / 'approval_graphs.py'}:{name}_graph" for name in ("contract", "escalating", "expiring")
+        name: f"{HERE / 'approval_graphs.py'}:{name}_graph"
+        for name in ("contract", "escalating", "expiring", "reviewed")
     }
     (root / "langgraph.json").write_text(json.dumps({"graphs": graphs}))
     keys = [{"tenant": "acme", **k} for k in KEYS.values()] + [
@@ -256,3 +257,33 @@ async def test_deadlines_escalate_and_branch_across_a_restart(
         assert timed_out["decision"]["decision"] == "timeout"
         runs = await sdk.runs.list(expiring)
         assert len(runs) == 2  # the start, and exactly one resume by the deadline
+
+
+async def test_a_low_confidence_decision_is_an_approval_with_the_models_suggestion(
+    service: ServiceProcess, sdk: LangGraphClient
+) -> None:
+    thread = await sdk.threads.create()
+    tid = thread["thread_id"]
+    paused = await sdk.runs.wait(tid, "reviewed", input={"text": "I want a refund"})
+    assert isinstance(paused, dict) and paused["__interrupt__"]
+    async with _http(service, "approver") as ann:
+        approval = (await _approvals(ann, tid))[0]
+        assert approval["node"] == "route_it_review" and approval["options"] == ["approve", "edit"]
+        assert approval["suggestion"]["branch"] == "refund" and approval["suggestion"]["method"] == "llm"
+        detail = (await ann.get(f"/approvals/{approval['approval_id']}")).json()
+        assert [d["method"] for d in detail["decisions"]] == ["llm"]
+        bad = {"decision": "edit", "edits": {"branch": "nowhere"}}
+        expect_error(await ann.post(f"/approvals/{approval['approval_id']}/decision", json=bad), 422)
+        r = await ann.post(
+            f"/approvals/{approval['approval_id']}/decision",
+            json={"decision": "edit", "edits": {"branch": "answer"}, "comment": "only a question"},
+        )
+        assert r.status_code == 200, r.text
+        await sdk.runs.join(tid, r.json()["run"]["run_id"])
+        state = (await sdk.threads.get_state(tid))["values"]
+        assert state["handled_by"] == "answer_desk"
+        assert (state["decision"]["chosen"], state["decision"]["model_choice"]) == ("answer", "refund")
+        logged = (await ann.get("/decisions", params={"thread_id": tid})).json()
+        human, model = logged  # newest first
+        assert (human["method"], human["chosen"], human["overrides"]) == ("human", "answer", model["id"])
+        assert human["decided_by"].startswith("ann") and model["chosen"] == "refund"
