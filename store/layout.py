@@ -15,6 +15,8 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 |                              |        | checkpoint and outcome write checks it (fencing)       |
 | ``P threads:<tenant>``       | zset   | the tenant's thread ids by creation time (search,      |
 |                              |        | count); the thread record's ``tenant`` field owns it   |
+| ``P runs:<tenant>``          | zset   | ``<thread>|<run>`` of the tenant's latest runs by      |
+|                              |        | creation time (trimmed): the console's runs page       |
 | ``P queue``                  | stream | runs ready to execute; consumer group ``workers``      |
 """
 
@@ -62,6 +64,9 @@ class Layout:
 
     def fence(self, thread_id: str) -> str:
         return f"{self.prefix}fence:{{{thread_id}}}"
+
+    def recent_runs(self, tenant: str) -> str:
+        return f"{self.prefix}runs:{tenant}"
 
     def threads(self, tenant: str) -> str:
         return f"{self.prefix}threads:{tenant}"

@@ -26,6 +26,9 @@ RunStatus = Literal["pending", "running", "success", "error", "timeout", "interr
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
 
+RECENT_RUNS = 10_000
+"""Runs per tenant kept in the recent-runs index (the console's runs page)."""
+
 TERMINAL_STATUSES = frozenset({"success", "error", "timeout", "interrupted"})
 
 END_EVENT = "__end__"
@@ -160,12 +163,14 @@ class RunStore:
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
                     k.run(thread_id, run_id), k.queue, k.threads(tenant), k.fence(thread_id),
+                    k.recent_runs(tenant),
                     *([audit_key, due_key, *(a.key for a in answering)] if answering else []),
                 ],
                 args=[
                     run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
                     k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, tenant,
+                    RECENT_RUNS,
                     *(v for a in answering for v in (
                         jsonutil.dumps(a.decision), jsonutil.dumps(a.audit), a.approval_id,
                     )),
@@ -272,6 +277,15 @@ class RunStore:
         if not raw or (tenant is not None and _tenant(raw) != tenant):
             return None
         return _run_record(raw)
+
+    async def recent_runs(self, tenant: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The tenant's runs, newest first, across threads (the last ``RECENT_RUNS``)."""
+        refs: Any = await self.client.zrevrange(self.keys.recent_runs(tenant), offset, offset + limit - 1)
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            thread_id, _, run_id = ref.decode().partition("|")
+            pipe.hgetall(self.keys.run(thread_id, run_id))
+        return [_run_record(raw) for raw in await pipe.execute() if raw]
 
     async def list_runs(self, thread_id: str, *, limit: int = 10, offset: int = 0) -> list[dict[str, Any]]:
         ids: Any = await self.client.zrevrange(self.keys.thread_runs(thread_id), offset, offset + limit - 1)

@@ -66,8 +66,9 @@ end
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
 #       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
 # (threads is the tenant's index; another tenant's thread is 'no_thread')
-# Answering approvals (store/approvals.py): KEYS[8] the tenant's audit stream, KEYS[9] the
-# approvals' due set, KEYS[10…] the approvals; ARGV[15…] per approval: decision json,
+# KEYS[8]: the tenant's recent runs (``<thread>|<run>`` by creation time, trimmed to ARGV[15]).
+# Answering approvals (store/approvals.py): KEYS[9] the tenant's audit stream, KEYS[10] the
+# approvals' due set, KEYS[11…] the approvals; ARGV[16…] per approval: decision json,
 # audit entry json, approval id. Any of them not pending: 'approval_decided <n>', and
 # nothing is written.
 CREATE_RUN = (
@@ -76,9 +77,9 @@ CREATE_RUN = (
     + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
-for i = 10, #KEYS do
+for i = 11, #KEYS do
   if redis.call('HGET', KEYS[i], 'status') ~= 'pending' then
-    return redis.error_reply('approval_decided ' .. ARGV[17 + (i - 10) * 3])
+    return redis.error_reply('approval_decided ' .. ARGV[18 + (i - 11) * 3])
   end
 end
 if redis.call('EXISTS', thread) == 0 then
@@ -112,13 +113,17 @@ redis.call('HSET', run, 'run_id', run_id, 'thread_id', thread_id, 'assistant_id'
   'graph_id', ARGV[7], 'created_at', now, 'updated_at', now, 'status', run_status,
   'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10], 'tenant', ARGV[14])
 redis.call('ZADD', runs, now, run_id)
-for i = 10, #KEYS do
-  local j = 15 + (i - 10) * 3
+redis.call('ZADD', KEYS[8], now, thread_id .. '|' .. run_id)
+if redis.call('ZCARD', KEYS[8]) > tonumber(ARGV[15]) then
+  redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -tonumber(ARGV[15]) - 1)
+end
+for i = 11, #KEYS do
+  local j = 16 + (i - 11) * 3
   redis.call('HSET', KEYS[i], 'status', 'decided', 'decision', ARGV[j], 'decided_at', now,
     'resume_run', run_id)
   redis.call('RPUSH', KEYS[i] .. ':audit', ARGV[j + 1])
-  redis.call('XADD', KEYS[8], '*', 'd', ARGV[j + 1])
-  redis.call('ZREM', KEYS[9], ARGV[j + 2])
+  redis.call('XADD', KEYS[9], '*', 'd', ARGV[j + 1])
+  redis.call('ZREM', KEYS[10], ARGV[j + 2])
 end
 if active then
   redis.call('RPUSH', pending, run_id)

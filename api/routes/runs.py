@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from opentelemetry import propagate
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response, StreamingResponse
@@ -341,6 +341,17 @@ def _spawn_cleanup(engine: Engine, thread_id: str, run_id: str, tenant: str) -> 
     task = asyncio.create_task(_delete_when_done(engine, thread_id, run_id, tenant))
     _cleanups.add(task)
     task.add_done_callback(_cleanups.discard)
+
+
+@router.get("/runs")
+async def recent_runs(
+    engine: EngineDep,
+    principal: PrincipalDep,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> list[dict[str, Any]]:
+    """The tenant's runs across all threads, newest first (not in the LangGraph protocol)."""
+    return [run_view(r) for r in await engine.store.recent_runs(principal.tenant, limit=limit, offset=offset)]
 
 
 @router.get("/threads/{thread_id}/runs")

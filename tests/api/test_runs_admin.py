@@ -96,3 +96,19 @@ async def test_stream_mode_events_carries_callback_events_and_the_other_modes(
     updates = [data for name, data in parts if name == "updates"]
     assert updates and all(isinstance(u, dict) for u in updates)
     assert "values" not in names  # not asked for
+
+
+async def test_recent_runs_across_threads_newest_first(
+    client: LangGraphClient, http: httpx.AsyncClient
+) -> None:
+    made = []
+    for _ in range(3):
+        thread = await client.threads.create()
+        await client.runs.wait(thread["thread_id"], "support_triage", input=QUESTION)
+        made.append((await client.runs.list(thread["thread_id"]))[0]["run_id"])
+    recent = (await http.get("/runs", params={"limit": 3})).json()
+    assert [r["run_id"] for r in recent] == made[::-1]
+    assert all(r["status"] == "success" for r in recent)
+    assert [r["run_id"] for r in (await http.get("/runs", params={"limit": 2, "offset": 1})).json()] == made[
+        1::-1
+    ]
