@@ -9,9 +9,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, authenticate
+from api.console import routes as console
+from api.console.render import STATIC as CONSOLE_STATIC
 from api.deadlines import enforce_deadlines
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
@@ -124,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, decisions, approvals):
+    for module in (meta, assistants, threads, runs, decisions, approvals, console):
         app.include_router(module.router)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

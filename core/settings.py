@@ -110,3 +110,8 @@ class Settings(BaseSettings):
 
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""
+
+    trace_ui_url: str | None = None
+    """Link from the console's run pages to the run's trace in your tracing UI: a URL with
+    ``{thread_id}`` and ``{run_id}`` in it (the thread id is each trace's ``session.id``),
+    e.g. a Phoenix or Langfuse session view. Unset: no link."""
