@@ -91,14 +91,16 @@ def picture_of(drawable: Any) -> Picture:
 def taken_edges(
     picture: Picture, steps: Sequence[Mapping[str, Any]], waiting: Iterable[str], finished: bool
 ) -> tuple[set[str], set[tuple[str, str]]]:
-    """The nodes a path visited and the edges it took: an edge is taken when its source
-    ran in one step and its target in the next (the nodes waiting now count as the step
-    after the last; START as step 0; END as the step after the last when finished)."""
+    """The nodes a path visited (ran) and the edges it took: an edge is taken when its
+    source ran in one step and its target in the next; the nodes waiting now count as the
+    step after the last (for the edges into them), START as step 0 when the path begins
+    at step 1, END as the step after the last when the run finished."""
     at: dict[int, set[str]] = {}
     for s in steps:
         if isinstance(s.get("step"), int):
             at.setdefault(s["step"], set()).add(s["node"])
     waiting = set(waiting)
+    ran = set().union(*at.values()) if at else set()
     last = max(at, default=0)
     if waiting:
         at.setdefault(last + 1, set()).update(waiting)
@@ -106,7 +108,7 @@ def taken_edges(
         at[0] = {START}
     if finished and not waiting and at:
         at.setdefault(last + 1, set()).add(END)
-    visited: set[str] = set().union(*at.values()) if at else set()
+    visited: set[str] = set().union(*at.values()) - (waiting - ran) if at else set()
     taken = {
         (e.source, e.target)
         for e in picture.edges

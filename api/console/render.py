@@ -87,6 +87,12 @@ def until(value: str | int | float | None) -> str:
     return f"in {span(delta)}" if delta >= 0 else f"{span(delta)} overdue"
 
 
+def soon(value: str | int | float | None) -> bool:
+    """Whether a deadline is less than an hour away."""
+    when = _when(value)
+    return when is not None and (when - datetime.now(UTC)).total_seconds() < 3600
+
+
 def stamp(value: str | int | float | None) -> str:
     when = _when(value)
     return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else "—"
@@ -119,6 +125,7 @@ def _env() -> jinja2.Environment:
     env.filters.update(
         ago=ago,
         until=until,
+        soon=soon,
         stamp=stamp,
         duration_ms=duration_ms,
         span=span,

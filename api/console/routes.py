@@ -177,16 +177,18 @@ async def _picture(
     finished: bool,
     here: str | None = None,
     title: str,
-) -> str | None:
+) -> tuple[str | None, dict[str, str]]:
+    """The graph's picture with the path, and each node's kind (step, approval…)."""
     if graph is None:
-        return None
+        return None, {}
     try:
         drawable = await graph.aget_graph()
     except NotImplementedError:
-        return None
+        return None, {}
     picture = graph_svg.picture_of(drawable)
     visited, taken = graph_svg.taken_edges(picture, steps, waiting, finished)
-    return graph_svg.render(picture, visited=visited, taken=taken, waiting=waiting, here=here, title=title)
+    svg = graph_svg.render(picture, visited=visited, taken=taken, waiting=waiting, here=here, title=title)
+    return svg, dict(picture.nodes)
 
 
 def _edit_fields(detail: dict[str, Any], form: dict[str, str] | None) -> list[dict[str, Any]]:
@@ -259,7 +261,7 @@ async def _approval_page(
     detail = await approval_detail(engine, principal, approval_id)
     path = detail["path"]
     thread_status = (detail.get("thread") or {}).get("status")
-    picture = await _picture(
+    picture, _ = await _picture(
         engine.graphs.get(detail["graph_id"]),
         path["steps"],
         path["waiting"],
@@ -313,6 +315,8 @@ async def decide_in_console(
         body = DecisionBody.model_validate(
             {"decision": form.get("decision"), "comment": form.get("comment", ""), "edits": edits}
         )
+        thread = await engine.store.get_thread(detail["thread_id"], principal.tenant)
+        busy = bool(thread and thread.get("active_run"))
         result = await decide(engine, request, principal, approval_id, body)
     except ValidationError as e:
         message = "; ".join(str(err["msg"]) for err in e.errors())
@@ -332,9 +336,14 @@ async def decide_in_console(
     except Conflict as e:
         return await _approval_page(request, engine, principal, approval_id, error=e.message, status=409)
     run = result["run"]
+    target = (await approval_detail(engine, principal, approval_id))["routes"].get(body.decision)
+    text = f"The run resumes at '{detail['node']}' with '{body.decision}'"
+    text += f" and continues with '{target}'." if target else "."
+    if busy:
+        text += " It starts once the thread's active run ends."
     flash = {
         "title": f"{VERBS[body.decision]}: {detail['summary'] or detail['action']}",
-        "text": f"What happens next: {result['next']}.",
+        "text": text,
         "link": f"{PATH}/threads/{quote(run['thread_id'])}/runs/{quote(run['run_id'])}",
         "kind": "reject" if body.decision == "reject" else "approve",
     }
@@ -418,7 +427,7 @@ async def run_page(
     thread_runs = await engine.store.list_runs(thread_id, limit=20)
     latest = bool(thread_runs) and thread_runs[0]["run_id"] == run_id
     waiting = path["waiting"] if record["status"] == "interrupted" and latest else []
-    picture = await _picture(
+    picture, kinds = await _picture(
         graph,
         path["steps"],
         waiting,
@@ -434,6 +443,7 @@ async def run_page(
             "run": run,
             "picture": picture,
             "steps": _timeline(path["steps"]),
+            "kinds": kinds,
             "waiting": waiting,
             "decisions": decisions,
             "approvals": [_row(principal, a) for a in approvals],

@@ -234,6 +234,8 @@ async def decide(
     resume = RunCreate.model_validate(
         {"assistant_id": approval["assistant_id"], "command": {"resume": {approval_id: answer}}}
     )
+    thread = await engine.store.get_thread(approval["thread_id"], principal.tenant)
+    queued = bool(thread and thread.get("active_run"))  # the new run waits for that one
     run_id, status = await submit_run(engine, request, principal, approval["thread_id"], resume, [])
     decided = await require_approval(engine, approval_id, principal.tenant)
     routes = meta.get(ROUTES_METADATA_KEY, {})
@@ -245,7 +247,7 @@ async def decide(
             f"run {run_id} resumes thread {approval['thread_id']} at '{approval['node']}' with "
             f"'{body.decision}'"
             + (f"; the workflow continues with '{target}'" if target else "")
-            + (" once the thread's active run ends" if status == "pending" else "")
+            + (" once the thread's active run ends" if queued else "")
         ),
     }
 
