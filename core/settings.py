@@ -114,4 +114,4 @@ class Settings(BaseSettings):
     trace_ui_url: str | None = None
     """Link from the console's run pages to the run's trace in your tracing UI: a URL with
     ``{thread_id}`` and ``{run_id}`` in it (the thread id is each trace's ``session.id``),
-    e.g. a Phoenix or Langfuse session view. Unset: no link."""
+    e.g. Langfuse's session view ``…/project/<id>/sessions/{thread_id}``. Unset: no link."""

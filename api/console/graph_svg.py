@@ -27,7 +27,7 @@ Kind = Literal["start", "end", "step", "approval", "decision", "review"]
 CHAR_W = 7.6  # width of one character of a node label (12.5px monospace)
 NODE_H = 38.0
 TERMINAL_H = 26.0
-ROW = 92.0  # vertical distance between layers
+ROW = 78.0  # vertical distance between layers
 GAP = 28.0  # least horizontal space between two boxes
 DUMMY_W = 14.0
 MARGIN = 18.0
@@ -137,8 +137,9 @@ def render(
         f"<title>{escape(title)}</title>",
         "<defs>",
         *(
-            f'<marker id="arrow-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-            f'markerHeight="7" orient="auto-start-reverse"><path class="arrow arrow--{name}" '
+            f'<marker id="arrow-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
+            f'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+            f'<path class="arrow arrow--{name}" '
             'd="M 0 1 L 9 5 L 0 9 z"/></marker>'
             for name in ("plain", "taken")
         ),

@@ -58,7 +58,7 @@ async def page(tmp_path: Path) -> AsyncIterator[Any]:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         try:
-            context = await browser.new_context(viewport={"width": 1366, "height": 860})
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
             yield await context.new_page()
         finally:
             await browser.close()
@@ -69,9 +69,9 @@ class Screenshots:
         self.dirs = [tmp_path, ARTIFACTS]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    async def take(self, page: Any, name: str) -> None:
+    async def take(self, page: Any, name: str, *, full_page: bool = True) -> None:
         path = self.dirs[0] / f"{name}.png"
-        await page.screenshot(path=str(path), full_page=True, animations="disabled")
+        await page.screenshot(path=str(path), full_page=full_page, animations="disabled")
         shutil.copy(path, self.dirs[1] / path.name)
 
 
@@ -84,6 +84,11 @@ async def test_log_in_open_an_approval_see_the_graph_approve_and_see_the_run_suc
     base = console_service.url
     await start_paused(sdk, "contract", {"amount": 4200.0})
     await start_paused(sdk, "reviewed", {"text": "Where is my parcel?"})
+    await start_paused(
+        sdk,
+        "support_triage",
+        {"ticket": "Please refund order o-10063, it arrived broken.", "customer_id": "c-001"},
+    )
     thread_id, _ = await start_paused(
         sdk,
         "purchase",
@@ -112,9 +117,19 @@ async def test_log_in_open_an_approval_see_the_graph_approve_and_see_the_run_suc
     await expect(row).to_have_count(1)
     await expect(row.locator(".deadline")).to_contain_text("in 59 min")
     await shots.take(page, "02-inbox")
+    await shots.take(page, "docs-inbox", full_page=False)
+
+    # The built-in graph's refund approval: the path through the decision node is drawn.
+    await page.locator("#inbox tbody tr", has_text="o-10063").click()
+    graph = page.locator("svg.graph")
+    await expect(graph.locator('g.node--waiting[data-node="approval"]')).to_have_count(1)
+    await expect(graph.locator('g.node--decision.node--visited[data-node="triage"]')).to_have_count(1)
+    await expect(page.locator(".decisions, table").first).to_contain_text("refund")
+    await shots.take(page, "docs-approval", full_page=False)
+    await page.go_back()
 
     # One click opens it: the picture of the graph marks where the run waits.
-    await row.click()
+    await page.locator("#inbox tbody tr", has_text="Buy from Northwind Supplies for 1840.00").click()
     await expect(page.locator("h1")).to_have_text("Buy from Northwind Supplies for 1840.00")
     graph = page.locator("svg.graph")
     await expect(graph).to_be_visible()
