@@ -28,6 +28,7 @@ from api.graph_path import graph_path
 from api.routes.approvals import (
     DecisionBody,
     approval_detail,
+    approval_routes,
     approval_view,
     decide,
     find_approvals,
@@ -309,13 +310,14 @@ async def decide_in_console(
         raise Forbidden(
             "this form has expired or did not come from the console: reload the page and decide again"
         )
-    detail = approval_view(await require_approval(engine, approval_id, principal.tenant))
+    approval = await require_approval(engine, approval_id, principal.tenant)
+    view = approval_view(approval)
     try:
-        edits = _edits(detail, form) if form.get("decision") == "edit" else None
+        edits = _edits(view, form) if form.get("decision") == "edit" else None
         body = DecisionBody.model_validate(
             {"decision": form.get("decision"), "comment": form.get("comment", ""), "edits": edits}
         )
-        thread = await engine.store.get_thread(detail["thread_id"], principal.tenant)
+        thread = await engine.store.get_thread(approval["thread_id"], principal.tenant)
         busy = bool(thread and thread.get("active_run"))
         result = await decide(engine, request, principal, approval_id, body)
     except ValidationError as e:
@@ -336,13 +338,13 @@ async def decide_in_console(
     except Conflict as e:
         return await _approval_page(request, engine, principal, approval_id, error=e.message, status=409)
     run = result["run"]
-    target = (await approval_detail(engine, principal, approval_id))["routes"].get(body.decision)
-    text = f"The run resumes at '{detail['node']}' with '{body.decision}'"
+    target = approval_routes(engine, approval).get(body.decision)
+    text = f"The run resumes at '{approval['node']}' with '{body.decision}'"
     text += f" and continues with '{target}'." if target else "."
     if busy:
         text += " It starts once the thread's active run ends."
     flash = {
-        "title": f"{VERBS[body.decision]}: {detail['summary'] or detail['action']}",
+        "title": f"{VERBS[body.decision]}: {view['summary'] or view['action']}",
         "text": text,
         "link": f"{PATH}/threads/{quote(run['thread_id'])}/runs/{quote(run['run_id'])}",
         "kind": "reject" if body.decision == "reject" else "approve",

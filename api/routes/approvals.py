@@ -84,6 +84,11 @@ def _node_metadata(engine: Engine, approval: dict[str, Any]) -> dict[str, Any]:
     return dict(node.metadata or {}) if node is not None else {}
 
 
+def approval_routes(engine: Engine, approval: dict[str, Any]) -> dict[str, str]:
+    """Where each answer leads: ``{"approve": "<node>", …}`` (empty when not declared)."""
+    return dict(_node_metadata(engine, approval).get(ROUTES_METADATA_KEY, {}))
+
+
 def _check_edits(schema: dict[str, Any] | None, edits: dict[str, Any] | None) -> None:
     """For steps without a declared model: the edited fields must be in the request's
     schema, and within its ``enum`` where it has one (the step validates fully)."""
@@ -174,7 +179,7 @@ async def approval_detail(engine: Engine, principal: Principal, approval_id: str
     decisions = await engine.decisions.search(
         thread_id=approval["thread_id"], tenant=principal.tenant, limit=50
     )
-    routes = _node_metadata(engine, approval).get(ROUTES_METADATA_KEY, {})
+    routes = approval_routes(engine, approval)
     return {
         **approval_view(approval),
         "may_decide": principal.may_decide(approval["assignee"]) and principal.can(Access.ANSWER),

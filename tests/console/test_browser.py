@@ -46,17 +46,23 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Any]:
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The browser to drive; checked before anything else starts."""
     reason = _missing()
     if reason is not None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must run the browser tests; {reason}")
         pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture
+async def page(chromium: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = await p.chromium.launch(executable_path=str(chromium), headless=True, args=ARGS)
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 800})
             yield await context.new_page()
@@ -76,7 +82,7 @@ class Screenshots:
 
 
 async def test_log_in_open_an_approval_see_the_graph_approve_and_see_the_run_succeed(
-    console_service: ServiceProcess, sdk: LangGraphClient, page: Any, tmp_path: Path
+    chromium: Path, console_service: ServiceProcess, sdk: LangGraphClient, page: Any, tmp_path: Path
 ) -> None:
     from playwright.async_api import expect
 
