@@ -19,6 +19,11 @@ def iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
+MAX_OFFSET = 1_000_000_000
+"""Largest paging offset accepted (Redis ranges take 64-bit integers; a bound keeps every
+offset a 422 or a page, never a 500)."""
+
+
 class ThreadCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -93,7 +98,7 @@ class AssistantCount(BaseModel):
 
 class AssistantSearch(AssistantCount):
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] = "created_at"
     sort_order: SortOrder = "desc"
     select: list[AssistantField] | None = None
@@ -104,7 +109,7 @@ class AssistantVersionsSearch(BaseModel):
 
     metadata: dict[str, Any] = Field(default_factory=dict)
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AssistantLatest(BaseModel):
@@ -126,7 +131,7 @@ class ThreadCount(BaseModel):
 class ThreadSearch(ThreadCount):
     ids: list[str] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
     sort_order: SortOrder = "desc"
     select: list[ThreadField] | None = None
