@@ -18,11 +18,31 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
+# Shared by the scripts that end a run: when the run has a webhook, record its delivery in
+# the same atomic step as the outcome, so no crash can lose it. The entry is a snapshot of
+# the run (it outlives the run record, which a stateless run deletes); runs/webhooks.py
+# delivers it. A run without a webhook costs one HGET here and nothing else.
+NOTIFY_FN = """
+local function notify(webhooks, run_key, status, now, values, end_data)
+  local url = redis.call('HGET', run_key, 'webhook')
+  if not url then return end
+  local r = redis.call('HMGET', run_key, 'run_id', 'thread_id', 'assistant_id', 'created_at',
+    'metadata', 'multitask_strategy', 'payload')
+  redis.call('XADD', webhooks, '*', 'url', url, 'r', r[1], 't', r[2], 'a', r[3] or '',
+    'c', r[4] or now, 'u', now, 'status', status, 'm', r[5] or '{}', 's', r[6] or '',
+    'k', r[7] or '{}', 'v', values, 'e', end_data)
+  redis.call('HSET', run_key, 'webhook_status', 'pending')
+end
+"""
+
 # Shared by the scripts that cancel a run: mark it interrupted, move the thread's fence
 # away from its owner (whose next checkpoint or side effect then fails, so it stops at
-# once without writing), and end its event stream.
-CANCEL_FN = """
-local function cancel(run_key, run_id, fence, now, maxlen, ttl)
+# once without writing), and end its event stream. Given the webhooks stream (and the
+# thread, whose last values the delivery carries), the run's webhook is recorded too.
+CANCEL_FN = (
+    NOTIFY_FN
+    + """
+local function cancel(run_key, run_id, fence, now, maxlen, ttl, webhooks, thread)
   local st = redis.call('HGET', run_key, 'status')
   if st ~= 'pending' and st ~= 'running' then return false end
   redis.call('HSET', run_key, 'status', 'interrupted', 'updated_at', now, 'cancel_reason', 'cancelled')
@@ -30,12 +50,16 @@ local function cancel(run_key, run_id, fence, now, maxlen, ttl)
     redis.call('SET', fence, 'cancelled:' .. run_id)
   end
   local ev = run_key .. ':ev'
-  redis.call('XADD', ev, 'MAXLEN', '~', maxlen, '*', 'e', '__end__',
-    'd', '{"status":"interrupted","cancelled":true}')
+  local end_data = '{"status":"interrupted","cancelled":true}'
+  redis.call('XADD', ev, 'MAXLEN', '~', maxlen, '*', 'e', '__end__', 'd', end_data)
   redis.call('EXPIRE', ev, ttl)
+  if webhooks then
+    notify(webhooks, run_key, 'interrupted', now, redis.call('HGET', thread, 'values') or 'null', end_data)
+  end
   return true
 end
 """
+)
 
 PROMOTE_FN = """
 local function promote(thread, pending, queue, run_prefix, thread_id, now)
@@ -51,9 +75,10 @@ local function promote(thread, pending, queue, run_prefix, thread_id, now)
 end
 """
 
-# KEYS: thread, thread_runs, pending, run, queue, threads, fence
+# KEYS: thread, thread_runs, pending, run, queue, threads, fence, webhooks
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
-#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
+#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant,
+#       webhook ('' for none)
 # (threads is the tenant's index; another tenant's thread is 'no_thread')
 CREATE_RUN = (
     CANCEL_FN
@@ -73,7 +98,7 @@ local active, status = state[1], state[2]
 if active and ARGV[4] == 'reject' then return redis.error_reply('busy') end
 if active and ARGV[4] == 'interrupt' then
   -- The new run preempts the active one, which stops where it is (its state is kept).
-  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13])
+  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13], KEYS[8], thread)
   active = false
 end
 if ARGV[6] == '1' and not active and status ~= 'interrupted' then
@@ -85,6 +110,7 @@ local run_status = 'pending'
 redis.call('HSET', run, 'run_id', run_id, 'thread_id', thread_id, 'assistant_id', ARGV[8],
   'graph_id', ARGV[7], 'created_at', now, 'updated_at', now, 'status', run_status,
   'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10], 'tenant', ARGV[14])
+if ARGV[15] ~= '' then redis.call('HSET', run, 'webhook', ARGV[15]) end
 redis.call('ZADD', runs, now, run_id)
 if active then
   redis.call('RPUSH', pending, run_id)
@@ -96,7 +122,7 @@ return run_status
 """
 )
 
-# KEYS: thread, pending, run, queue, fence
+# KEYS: thread, pending, run, queue, fence, webhooks
 # ARGV: run_id, thread_id, now, run_key_prefix, events_maxlen, events_ttl_s
 CANCEL_RUN = (
     CANCEL_FN
@@ -105,14 +131,14 @@ CANCEL_RUN = (
 local thread, pending, run, queue, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[3]
 if redis.call('LREM', pending, 0, run_id) > 0 then
-  cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
+  cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[6], thread)
   return 'cancelled'
 end
 if redis.call('HGET', thread, 'active_run') ~= run_id then
   if redis.call('EXISTS', run) == 0 then return redis.error_reply('no_run') end
   return redis.error_reply('not_active')
 end
-cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
+cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[6], thread)
 promote(thread, pending, queue, ARGV[4], ARGV[2], now)
 return 'cancelled'
 """
@@ -137,16 +163,19 @@ redis.call('EXPIRE', events, ARGV[5])
 return epoch
 """
 
-# KEYS: thread, pending, run, queue, events, fence
+# KEYS: thread, pending, run, queue, events, fence, webhooks
 # ARGV: run_id, now, run_status, thread_status, values_json, interrupts_json, end_data,
 #       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id, token
 # Returns 1, or -1 when the caller no longer owns the run (fenced out: nothing written).
-FINISH_RUN = """
+FINISH_RUN = (
+    NOTIFY_FN
+    + """
 local thread, pending, run, queue, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[2]
 if redis.call('GET', KEYS[6]) ~= ARGV[14] then return -1 end
 redis.call('DEL', KEYS[6])
 redis.call('HSET', run, 'status', ARGV[3], 'updated_at', now)
+notify(KEYS[7], run, ARGV[3], now, ARGV[5], ARGV[7])
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[11], '*', 'e', '__end__', 'd', ARGV[7])
 redis.call('EXPIRE', events, ARGV[12])
 if ARGV[8] ~= '' then
@@ -166,3 +195,4 @@ else
 end
 return 1
 """
+)
