@@ -22,7 +22,7 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 |                              |        | the lease of a retry under way                         |
 | ``P webhook:<delivery>``     | hash   | one delivery waiting for a retry: url, body, attempts  |
 | ``P webhooks:secret``        | string | signing secret made at first use (when                 |
-|                              |        | ``INTERLOCK_WEBHOOK_SECRET`` is unset)                  |
+|                              |        | ``INTERLOCK_WEBHOOK_SECRET`` is unset)                 |
 """
 
 from __future__ import annotations

@@ -197,6 +197,30 @@ async def test_failed_paused_and_cancelled_runs_deliver_too(
     await _nothing_left(engine)
 
 
+async def test_a_run_preempted_by_multitask_interrupt_delivers(
+    engine: Engine, receiver: WebhookReceiver
+) -> None:
+    tid, first = await _create(engine.store, {"sleep": 30}, receiver.url + "/first")
+
+    async def running() -> bool:
+        run = await engine.store.get_run(tid, first)
+        return run is not None and run["status"] == "running"
+
+    await until(running)
+    second = str(uuid.uuid4())
+    payload = RunPayload(
+        graph_id="hooks", assistant_id="hooks", input={"n": 1, "sleep": 0}, webhook=receiver.url + "/second"
+    )
+    await engine.store.create_run(
+        run_id=second, thread_id=tid, graph_id="hooks", assistant_id="hooks", metadata={},
+        payload=payload.model_dump(mode="json"), strategy="interrupt", if_not_exists="reject", is_resume=False,
+    )  # fmt: skip
+    await _delivery(engine, tid, first, "delivered")
+    await _delivery(engine, tid, second, "delivered")
+    assert [r.json()["status"] for r in receiver.received("/first")] == ["interrupted"]
+    assert [r.json()["values"] for r in receiver.received("/second")] == [{"n": 2, "sleep": 0}]
+
+
 async def test_a_run_that_times_out_delivers(
     redis_url: str, key_prefix: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
