@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Hashable, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
@@ -36,32 +36,47 @@ class Node(Protocol):
 
 
 class ReviewRequest(BaseModel):
-    """What a reviewer sees (the interrupt value of ``<name>_review``)."""
+    """What a reviewer sees (the interrupt value of ``<name>_review``): an approval
+    request (``/approvals``) to accept the model's branch or change it, with the
+    model's choice pre-filled as the suggestion."""
 
-    type: str = "decision_review"
+    type: str = "approval"
+    action: str
     node: str
     summary: str
-    suggestion: str
-    """The model's choice (or the fallback), pre-filled."""
+    suggestion: dict[str, Any]
+    """The model's choice (or the fallback), its confidence and method, pre-filled."""
     confidence: float | None
     method: str
-    options: list[str]
+    options: list[str] = ["approve", "edit"]
+    """``approve`` the suggested branch, or ``edit`` it to another."""
+    edit_schema: dict[str, Any]
+    editable: dict[str, Any]
     branches: dict[str, str]
     """Branch name → when to take it."""
-    inputs: dict[str, Any]
+    details: dict[str, Any]
     """What the model saw."""
+    assignee: str = "approver"
     error: str | None = None
 
 
 class ReviewAnswer(BaseModel):
-    """A reviewer's answer: the branch to take; without one, the suggestion is accepted
-    (send at least a comment: an empty object is not a resume value LangGraph accepts)."""
+    """A reviewer's answer: ``approve`` the suggestion, or ``edit`` with ``edits.branch``;
+    the short form ``{"branch": …}`` works too (without a branch the suggestion stands)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    decision: Literal["approve", "edit", "timeout", "reject"] | None = None
+    edits: dict[str, Any] | None = None
     branch: str | None = None
     comment: str = ""
     decided_by: str | None = None
+
+    @property
+    def chosen(self) -> str | None:
+        if self.decision == "edit":
+            return (self.edits or {}).get("branch")
+        return self.branch
 
 
 def _log_entry(
@@ -116,27 +131,35 @@ def review_node(spec: DecisionSpec, *, route_field: str = "route", record_field:
         inputs = {name: state[name] for name in spec.inputs if name in state}
         confidence = "unknown" if model.confidence is None else f"{model.confidence:.0%}"
         request = ReviewRequest(
+            action=f"review {spec.name}",
             node=spec.name,
             summary=f"{spec.name}: the model suggests '{model.chosen}' ({model.method}, confidence {confidence})",
-            suggestion=model.chosen,
+            suggestion={"branch": model.chosen, "confidence": model.confidence, "method": model.method},
             confidence=model.confidence,
             method=model.method,
-            options=spec.branch_names,
+            edit_schema={
+                "type": "object",
+                "properties": {"branch": {"type": "string", "enum": spec.branch_names}},
+                "required": ["branch"],
+            },
+            editable={"branch": model.chosen},
             branches=branches,
-            inputs=inputs,
+            details=inputs,
         )
         while True:
             raw = interrupt(request.model_dump(exclude_none=True))
             try:
                 answer = ReviewAnswer.model_validate(raw or {})
-                if answer.branch is not None and answer.branch not in branches:
-                    raise ValueError(f"branch must be one of {spec.branch_names}, got {answer.branch!r}")
+                if answer.decision == "edit" and answer.chosen is None:
+                    raise ValueError("decision 'edit' needs edits.branch")
+                if answer.chosen is not None and answer.chosen not in branches:
+                    raise ValueError(f"branch must be one of {spec.branch_names}, got {answer.chosen!r}")
                 break
             except (ValidationError, ValueError) as e:
                 request = request.model_copy(update={"error": f"answer not accepted: {e}"})
         human = model.model_copy(
             update={
-                "chosen": answer.branch or model.chosen,
+                "chosen": answer.chosen or model.chosen,
                 "method": "human",
                 "model_choice": model.chosen,
                 "reviewed_by": answer.decided_by,

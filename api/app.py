@@ -3,6 +3,7 @@ lifespan that owns every resource (Redis, graphs, workers)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -11,11 +12,12 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, authenticate
+from api.deadlines import enforce_deadlines
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import assistants, decisions, meta, runs, threads
+from api.routes import approvals, assistants, decisions, meta, runs, threads
 from core.settings import Settings
-from core.tracing import configure_tracing
+from core.tracing import configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
 from store.apikeys import ApiKeyStore
 
@@ -98,13 +100,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
             app.state.auth = await _authenticator(settings, engine)
+            deadlines = asyncio.create_task(enforce_deadlines(engine), name="approval deadlines")
             log.info(
                 "interlock ready: redis %s, graphs %s, %d worker(s)",
                 engine.redis_url,
                 engine.registry.ids(),
                 len(engine.workers),
             )
-            yield
+            try:
+                yield
+            finally:
+                deadlines.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deadlines
+        shutdown_tracing()  # flush the spans of the last runs
 
     app = FastAPI(
         title="Interlock",
@@ -115,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, decisions):
+    for module in (meta, assistants, threads, runs, decisions, approvals):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -60,6 +60,24 @@ class Principal:
     roles: tuple[str, ...]
     key_id: str
     name: str = ""
+    groups: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """Who this is, for audit trails: the key's name and id (the service itself,
+        acting on a deadline or a schedule, is just its name)."""
+        if self.key_id == "system":
+            return self.name
+        return f"{self.name or 'key'} ({self.key_id})"
+
+    def may_decide(self, assignee: str) -> bool:
+        """Whether this caller may answer an approval assigned to ``assignee`` (a role,
+        meaning that role or a higher one, or ``group:<name>``). Admins always may."""
+        if self.access >= Access.ADMIN:
+            return True
+        if assignee.startswith("group:"):
+            return assignee.removeprefix("group:") in self.groups
+        return assignee in ROLE_ACCESS and self.access >= max(ROLE_ACCESS[assignee], Access.ANSWER)
 
     @property
     def access(self) -> Access:
@@ -84,11 +102,16 @@ DEV_PRINCIPAL = Principal(
 )
 
 PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-_READ_SUFFIXES = ("/search", "/count", "/history")
+_READ_SUFFIXES = ("/search", "/count", "/history", "/state/checkpoint")
 # Runs on a thread may be started by an approver only to answer a pending interrupt; the
 # route checks the body (``api/routes/runs.py``).
 _ANSWER_ROUTES = frozenset(
-    {"/threads/{thread_id}/runs", "/threads/{thread_id}/runs/wait", "/threads/{thread_id}/runs/stream"}
+    {
+        "/threads/{thread_id}/runs",
+        "/threads/{thread_id}/runs/wait",
+        "/threads/{thread_id}/runs/stream",
+        "/approvals/{approval_id}/decision",
+    }
 )
 
 
@@ -111,7 +134,11 @@ class Authenticator:
         self.keys = keys
         self.static = {
             digest(k.key.get_secret_value()): Principal(
-                tenant=k.tenant, roles=tuple(k.roles), key_id=f"static-{i}", name=k.name
+                tenant=k.tenant,
+                roles=tuple(k.roles),
+                key_id=f"static-{i}",
+                name=k.name,
+                groups=tuple(k.groups),
             )
             for i, k in enumerate(settings.api_keys)
         }
@@ -132,6 +159,7 @@ class Authenticator:
                 roles=tuple(record["roles"]),
                 key_id=record["id"],
                 name=record["name"],
+                groups=tuple(record.get("groups", ())),
             )
             if record
             else None

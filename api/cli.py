@@ -11,6 +11,7 @@ import sys
 from core.errors import ConfigurationError
 from core.redis import check_server, make_client
 from core.settings import Settings
+from core.tracing import configure_tracing, shutdown_tracing
 from graphs.registry import GraphRegistry
 from runs.engine import open_engine
 
@@ -53,6 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"redis_url": f"unix://{sock}"})
     asyncio.run(_preflight(settings))
     count = settings.workers or 1
+    configure_tracing()
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -69,6 +71,7 @@ def _worker(args: argparse.Namespace) -> int:
             )
 
     asyncio.run(run())
+    shutdown_tracing()  # flush the spans of the last runs
     return 0
 
 
@@ -102,7 +105,9 @@ def _keys(args: argparse.Namespace) -> int:
         async with redis_connection(url, settings.data_dir, settings.redis_appendfsync) as (client, _):
             keys = ApiKeyStore(client, prefix=settings.key_prefix)
             if args.keys_command == "create":
-                key, record = await keys.create(tenant=args.tenant, roles=args.role, name=args.name)
+                key, record = await keys.create(
+                    tenant=args.tenant, roles=args.role, name=args.name, groups=args.group or ()
+                )
                 print(json.dumps({"key": key, **record}, indent=2))
                 print("interlock: the key is shown only now; store it safely", file=sys.stderr)
             elif args.keys_command == "list":
@@ -221,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         help="repeat for several roles",
     )
     create.add_argument("--name", default="", help="who or what the key is for")
+    create.add_argument(
+        "--group", action="append", help="a named group (approvals may go to one); repeatable"
+    )
     create.set_defaults(func=_keys)
     listing = keys.add_parser("list", help="the keys (without their secrets)")
     listing.add_argument("--tenant", type=_tenant, default=None, help="only this tenant's")

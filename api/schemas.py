@@ -189,6 +189,33 @@ class HistoryRequest(BaseModel):
     checkpoint: CheckpointRef | None = None
 
 
+class CheckpointAt(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint_id: str = Field(min_length=1)
+    checkpoint_ns: str = ""
+    thread_id: str | None = None
+
+
+class StateAtCheckpoint(BaseModel):
+    """Body of ``POST /threads/{id}/state/checkpoint``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint: CheckpointAt
+    subgraphs: bool = False
+
+
+class RunsCancel(BaseModel):
+    """Body of ``POST /runs/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: str | None = None
+    run_ids: list[str] | None = None
+    status: Literal["pending", "running", "all"] | None = None
+
+
 def check_webhook_url(url: str | None) -> str | None:
     """An absolute http(s) URL with a host, as given; anything else is refused."""
     if url is None:

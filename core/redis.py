@@ -7,6 +7,7 @@ only Python gets durable storage with no system package.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 import redis.asyncio as aredis
@@ -161,11 +162,48 @@ SOCKET_TIMEOUT_S = 15.0
 most 5 s, well inside it (redis-py's own default, 5 s, would cut them off)."""
 
 
+class _CheapSendTimeout:
+    """redis-py wraps every command's socket write in ``asyncio.wait_for`` when a socket
+    timeout is set: a new task per command, about a tenth of the client's CPU on the hot
+    path. The same bound via ``asyncio.timeout`` (a timer, no task) keeps the behaviour:
+    a write that cannot finish in time disconnects and raises ``redis.TimeoutError``."""
+
+    socket_timeout: float | None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        limit, self.socket_timeout = self.socket_timeout, None
+        try:
+            async with asyncio.timeout(limit):
+                await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except TimeoutError:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise redis.TimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = limit
+
+
+class _TCPConnection(_CheapSendTimeout, aredis.Connection):
+    pass
+
+
+class _UnixConnection(_CheapSendTimeout, aredis.UnixDomainSocketConnection):
+    pass
+
+
 def make_client(url: str, *, max_connections: int = 256) -> aredis.Redis:
     """An asyncio Redis client. Responses stay bytes: payloads are orjson and decode faster
     that way."""
+    options: dict[str, Any] = {}
+    if url.startswith("unix://"):
+        options["connection_class"] = _UnixConnection
+    elif url.startswith("redis://"):
+        options["connection_class"] = _TCPConnection
     return aredis.Redis.from_url(
-        url, max_connections=max_connections, health_check_interval=0, socket_timeout=SOCKET_TIMEOUT_S
+        url,
+        max_connections=max_connections,
+        health_check_interval=0,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        **options,
     )
 
 

@@ -25,6 +25,8 @@ class StaticKey(BaseModel):
     key: SecretStr = Field(min_length=16)
     tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     roles: list[Role] = Field(min_length=1)
+    groups: list[str] = []
+    """Named groups the key's holder belongs to (approval steps may be assigned to one)."""
     name: str = "static"
 
 

@@ -1,5 +1,5 @@
 """The composition root for graphs: compile each registered graph once, with our
-checkpointer, and with a span around every node execution.
+checkpointer, and (when tracing is configured) with a span around every node execution.
 
 Wrapping happens here, on a copy of the builder, so graph modules stay plain LangGraph
 and user graphs get the same spans as ours.
@@ -19,6 +19,7 @@ from langgraph.errors import GraphBubbleUp, GraphInterrupt
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
@@ -93,10 +94,15 @@ def instrument(builder: StateGraph[Any, Any, Any, Any]) -> StateGraph[Any, Any, 
     return traced
 
 
+def tracing_on() -> bool:
+    """Whether spans are recorded (an SDK tracer provider is installed): without one, a
+    node wrapper would cost a runnable layer per node and record nothing."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def compile_entry(entry: GraphEntry, checkpointer: BaseCheckpointSaver[Any]) -> CompiledGraph:
-    return instrument(entry.builder).compile(
-        checkpointer=checkpointer, name=entry.graph_id, **dict(entry.compile_kwargs)
-    )
+    builder = instrument(entry.builder) if tracing_on() else entry.builder
+    return builder.compile(checkpointer=checkpointer, name=entry.graph_id, **dict(entry.compile_kwargs))
 
 
 def compile_all(

@@ -21,6 +21,7 @@ from graphs.registry import GraphRegistry
 from runs.compile import CompiledGraph, compile_all
 from runs.webhooks import WebhookSender
 from runs.worker import Worker
+from store.approvals import ApprovalStore
 from store.checkpoint import AsyncRedisSaver
 from store.decisions import RedisDecisionLog
 from store.runs import RunStore
@@ -43,6 +44,7 @@ class Engine:
     graphs: Mapping[str, CompiledGraph]
     context: Context
     decisions: RedisDecisionLog
+    approvals: ApprovalStore
     workers: list[Worker] = field(default_factory=list)
     webhooks: WebhookSender | None = None
     """Delivers run-completion webhooks; runs wherever workers run."""
@@ -89,6 +91,7 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
         saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
         llm = await stack.enter_async_context(llm_client(settings))
         decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
+        approvals = ApprovalStore(client, prefix=settings.key_prefix)
         context = Context(
             llm=llm,
             redis=client,
@@ -97,12 +100,13 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             examples=NearestExamples.if_installed() if settings.nearest_examples else None,
         )
         graphs = compile_all(registry, saver)
-        engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions)
+        engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions, approvals)
         for _ in range(workers):
             worker = Worker(
                 store,
                 graphs,
                 context,
+                approvals,
                 concurrency=settings.worker_concurrency,
                 lease_ms=settings.lease_ms,
                 run_timeout_s=settings.run_timeout_s,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,10 +28,12 @@ from opentelemetry.trace import Status, StatusCode
 from agents.context import Context
 from core import jsonutil
 from core.errors import FENCE_CONFIG_KEY, FencedOut
-from core.ids import new_id
+from core.ids import new_id, now_ms
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
 from runs.payload import RunPayload
+from store.approvals import ApprovalStore
+from store.checkpoint import AsyncRedisSaver
 from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
 
 log = logging.getLogger("interlock.worker")
@@ -91,6 +94,35 @@ def _interrupts(snapshot: Any) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def _approvals(snapshot: Any, payload: RunPayload, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+    """An approval for every pending interrupt whose value is an approval request."""
+    now = now_ms()
+    found = []
+    for task in snapshot.tasks:
+        for intr in task.interrupts:
+            request = intr.value
+            if not (isinstance(request, dict) and request.get("type") == "approval"):
+                continue
+            deadline_s = request.get("deadline_s")
+            found.append(
+                {
+                    "id": intr.id,
+                    "tenant": payload.tenant,
+                    "thread_id": thread_id,
+                    "run_id": run_id,
+                    "graph_id": payload.graph_id,
+                    "assistant_id": payload.assistant_id,
+                    "node": task.name,
+                    "task_id": task.id,
+                    "request": request,
+                    "assignee": request.get("assignee", "approver"),
+                    "requested_at": now,
+                    "deadline_at": now + int(deadline_s * 1000) if deadline_s is not None else None,
+                }
+            )
+    return found
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended, ready to be recorded."""
@@ -101,6 +133,8 @@ class Outcome:
     interrupts: dict[str, list[dict[str, Any]]]
     end: dict[str, Any]
     error: Exception | None = None
+    approvals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The approval steps the run pauses on (``store/approvals.py``)."""
 
 
 class Worker:
@@ -118,6 +152,7 @@ class Worker:
         store: RunStore,
         graphs: Mapping[str, CompiledGraph],
         context: Context,
+        approvals: ApprovalStore,
         *,
         concurrency: int = 16,
         lease_ms: int = 30_000,
@@ -125,6 +160,7 @@ class Worker:
         name: str | None = None,
     ) -> None:
         self.store = store
+        self.approvals = approvals
         self.graphs = graphs
         self.context = context
         self.concurrency = concurrency
@@ -200,7 +236,10 @@ class Worker:
 
     async def _execute_logged(self, item: QueuedRun) -> None:
         try:
-            await self.execute(item)
+            if item.kind == "rollback":
+                await self.roll_back(item)
+            else:
+                await self.execute(item)
         except asyncio.CancelledError:
             raise
         except FencedOut:
@@ -211,6 +250,34 @@ class Worker:
             )
         except Exception:
             log.exception("run %s could not be recorded", item.run_id)
+
+    async def roll_back(self, item: QueuedRun) -> None:
+        """Undo a cancelled run (``action=rollback`` or multitask ``rollback``): delete its
+        checkpoints and the writes it added, give the thread the state it had before, delete
+        the run, start the thread's next run. Its former owner is already fenced out, and
+        every step is idempotent, so a rollback taken over after a crash is done again."""
+        thread_id, run_id = item.thread_id, item.run_id
+        run = await self.store.get_run(thread_id, run_id)
+        graph = self.graphs.get(run["graph_id"]) if run else None
+        if run is None or graph is None:
+            if run is not None:
+                log.error("rollback of run %s: graph %s is not registered here", run_id, run["graph_id"])
+            await self.store.ack(item.message_id)
+            return
+        saver = graph.checkpointer
+        assert isinstance(saver, AsyncRedisSaver)
+        await saver.arollback_run(thread_id, run_id, await self.store.rollback_base(thread_id, run_id))
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        interrupts = _interrupts(snapshot) if snapshot.config else {}
+        await self.store.rollback_done(
+            thread_id=thread_id,
+            run_id=run_id,
+            message_id=item.message_id,
+            thread_status="interrupted" if interrupts else "idle",
+            values=snapshot.values if snapshot.config else None,
+            interrupts=interrupts,
+        )
+        log.info("run %s on thread %s rolled back", run_id, thread_id)
 
     async def execute(self, item: QueuedRun) -> None:
         """Execute one run to its end (success, error or interrupt) and record it.
@@ -254,6 +321,10 @@ class Worker:
                 sink.emit("error", outcome.end["error"])
             await sink.close()
             span.set_attribute("interlock.run.status", outcome.run_status)
+        if outcome.approvals:
+            # Before the outcome: a take-over after a crash in between re-runs the step,
+            # pauses on the same interrupts and records them again (idempotent).
+            await self.approvals.record(outcome.approvals)
         recorded = await self.store.finish_run(
             thread_id=thread_id,
             run_id=run_id,
@@ -303,7 +374,10 @@ class Worker:
         if interrupts:
             flat = [i for group in interrupts.values() for i in group]
             end = {"status": "interrupted", "values": snapshot.values, "interrupts": flat}
-            return Outcome("interrupted", "interrupted", snapshot.values, interrupts, end)
+            approvals = _approvals(snapshot, payload, thread_id, run_id)
+            return Outcome(
+                "interrupted", "interrupted", snapshot.values, interrupts, end, approvals=approvals
+            )
         end = {"status": "success", "values": snapshot.values}
         return Outcome("success", "idle", snapshot.values, {}, end)
 
@@ -355,17 +429,51 @@ class Worker:
         else:
             graph_input = payload.input
         context: Any = self.context if graph.builder.context_schema is Context else payload.context
+        options: dict[str, Any] = {
+            "context": context,
+            "subgraphs": True,
+            "interrupt_before": payload.interrupt_before,
+            "interrupt_after": payload.interrupt_after,
+            "durability": payload.durability,
+        }
+        if "events" in modes:
+            await self._stream_events(graph, graph_input, config, options, modes, payload, sink)
+            return
         stream: Any = graph.astream(
-            graph_input,
-            cast(RunnableConfig, config),
-            context=context,
-            stream_mode=cast(Any, modes),
-            subgraphs=True,
-            interrupt_before=payload.interrupt_before,
-            interrupt_after=payload.interrupt_after,
-            durability=payload.durability,
+            graph_input, cast(RunnableConfig, config), stream_mode=cast(Any, modes), **options
         )
         async for ns, mode, chunk in stream:
             if not wanted or (ns and not payload.stream_subgraphs):
                 continue
             sink.emit(_event_name(mode, ns), chunk)
+
+    @staticmethod
+    async def _stream_events(
+        graph: CompiledGraph,
+        graph_input: Any,
+        config: dict[str, Any],
+        options: dict[str, Any],
+        modes: Sequence[str],
+        payload: RunPayload,
+        sink: EventSink,
+    ) -> None:
+        """Stream mode ``events``: every LangChain callback event (``on_chain_start``,
+        ``on_chat_model_stream``…, as ``astream_events`` v2 gives them). The graph's own
+        stream chunks arrive inside them; those of the other requested modes are
+        published as their own events too."""
+        others = [m for m in modes if m != "events"] or ["values"]
+        events: Any = graph.astream_events(
+            graph_input, cast(RunnableConfig, config), version="v2", stream_mode=others, **options
+        )
+        async for event in events:
+            chunk = event.get("data", {}).get("chunk")
+            if (
+                event["event"] == "on_chain_stream"
+                and not event.get("parent_ids")
+                and isinstance(chunk, tuple)
+            ):
+                ns, mode, data = chunk
+                if mode in modes and (not ns or payload.stream_subgraphs):
+                    sink.emit(_event_name(mode, ns), data)
+                continue
+            sink.emit("events", event)

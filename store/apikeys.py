@@ -39,7 +39,7 @@ class ApiKeyStore:
         return await result if isinstance(result, Awaitable) else result
 
     async def create(
-        self, *, tenant: str, roles: Sequence[str], name: str = ""
+        self, *, tenant: str, roles: Sequence[str], name: str = "", groups: Sequence[str] = ()
     ) -> tuple[str, dict[str, Any]]:
         """Make a key. Returns ``(key, record)``; the key is not retrievable later."""
         key = KEY_PREFIX + secrets.token_urlsafe(30)
@@ -48,6 +48,7 @@ class ApiKeyStore:
             "name": name,
             "tenant": tenant,
             "roles": list(roles),
+            "groups": list(groups),
             "created_at": now_ms(),
         }
         await self._await(self.client.hset(self.key, digest(key), jsonutil.dumps(record)))

@@ -701,6 +701,25 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         async for thread_id in self._threads():
             await self._eval(_DROP, self.thread_keys(thread_id), (b"runs", *[r.encode() for r in run_ids]))
 
+    async def arollback_run(self, thread_id: str, run_id: str, base: tuple[bytes, set[bytes]] | None) -> None:
+        """Undo a run on one thread: delete the checkpoints it wrote, and the pending
+        writes it added to ``base`` (the checkpoint it started from, with the writes that
+        were there before it). Idempotent: a rollback cut short is simply done again."""
+        keys = self.thread_keys(thread_id)
+        await self._eval(_DROP, keys, (b"runs", run_id.encode()))
+        if base is None:
+            return
+        checkpoint, kept = base
+        members: Any = await self.client.zrangebylex(
+            keys.write_ids, b"[" + checkpoint + b"\0", b"(" + checkpoint + b"\1"
+        )
+        added = [m for m in members if m not in kept]
+        if added:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zrem(keys.write_ids, *added)
+            pipe.hdel(keys.writes, *added)
+            await pipe.execute()
+
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, blob and write of one thread into another.
 

@@ -15,6 +15,8 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 |                              |        | checkpoint and outcome write checks it (fencing)       |
 | ``P threads:<tenant>``       | zset   | the tenant's thread ids by creation time (search,      |
 |                              |        | count); the thread record's ``tenant`` field owns it   |
+| ``P runs:<tenant>``          | zset   | ``<thread>|<run>`` of the tenant's latest runs by      |
+|                              |        | creation time (trimmed): the console's runs page       |
 | ``P queue``                  | stream | runs ready to execute; consumer group ``workers``      |
 | ``P webhooks``               | stream | webhook deliveries of ended runs, written with their   |
 |                              |        | outcome; consumer group ``webhooks``                   |
@@ -60,8 +62,19 @@ class Layout:
     def events(self, thread_id: str, run_id: str) -> str:
         return f"{self.prefix}run:{{{thread_id}}}:{run_id}:ev"
 
+    def checkpoint_index(self, thread_id: str) -> str:
+        """The checkpointer's index of the thread's checkpoints (``store/checkpoint.py``)."""
+        return f"{self.prefix}cp:{{{thread_id}}}:i"
+
+    def checkpoint_writes(self, thread_id: str) -> str:
+        """The checkpointer's index of the thread's pending writes."""
+        return f"{self.prefix}cp:{{{thread_id}}}:x"
+
     def fence(self, thread_id: str) -> str:
         return f"{self.prefix}fence:{{{thread_id}}}"
+
+    def recent_runs(self, tenant: str) -> str:
+        return f"{self.prefix}runs:{tenant}"
 
     def threads(self, tenant: str) -> str:
         return f"{self.prefix}threads:{tenant}"

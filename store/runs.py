@@ -19,11 +19,15 @@ from core import jsonutil
 from core.errors import Conflict, NotFound
 from core.ids import now_ms
 from store import runs_lua as lua
+from store.approvals import Answering
 from store.layout import DEFAULT_TENANT, QUEUE_GROUP, Layout
 
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+
+RECENT_RUNS = 10_000
+"""Runs per tenant kept in the recent-runs index (the console's runs page)."""
 
 TERMINAL_STATUSES = frozenset({"success", "error", "timeout", "interrupted"})
 
@@ -43,6 +47,9 @@ _ERRORS = {
 
 def _raise_script_error(e: aredis.ResponseError, thread_id: str) -> None:
     code = str(e).strip()
+    if code.startswith("approval_decided "):
+        approval_id = code.split(" ", 1)[1]
+        raise Conflict(f"approval {approval_id} has already been decided; nothing was written") from None
     if code in _ERRORS:
         cls, message = _ERRORS[code]
         raise cls(message.format(thread_id=thread_id)) from None
@@ -61,6 +68,7 @@ class QueuedRun:
     thread_id: str
     run_id: str
     payload: dict[str, Any]
+    kind: Literal["run", "rollback"] = "run"
 
 
 class RunStore:
@@ -83,6 +91,8 @@ class RunStore:
         self._finish_run = client.register_script(lua.FINISH_RUN)
         self._claim_run = client.register_script(lua.CLAIM_RUN)
         self._cancel_run = client.register_script(lua.CANCEL_RUN)
+        self._rollback_done = client.register_script(lua.ROLLBACK_DONE)
+        self._delete_run = client.register_script(lua.DELETE_RUN)
 
     @staticmethod
     async def _await(result: Awaitable[Any] | Any) -> Any:
@@ -141,6 +151,9 @@ class RunStore:
         if_not_exists: Literal["create", "reject"],
         is_resume: bool,
         tenant: str = DEFAULT_TENANT,
+        answering: Sequence[Answering] = (),
+        audit_key: str = "",
+        due_key: str = "",
     ) -> RunStatus:
         """Write the run record and enqueue it (or queue it behind the thread's active
         run) in one atomic step. Raises NotFound/Conflict and then writes nothing.
@@ -152,31 +165,45 @@ class RunStore:
             status = await self._create_run(
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
-                    k.run(thread_id, run_id), k.queue, k.threads(tenant), k.fence(thread_id), k.webhooks,
+                    k.run(thread_id, run_id), k.queue, k.threads(tenant), k.fence(thread_id),
+                    k.recent_runs(tenant), k.webhooks,
+                    *([audit_key, due_key, *(a.key for a in answering)] if answering else []),
                 ],
                 args=[
                     run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
                     k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, tenant,
-                    payload.get("webhook") or "",
+                    RECENT_RUNS, payload.get("webhook") or "",
+                    *(v for a in answering for v in (
+                        jsonutil.dumps(a.decision), jsonutil.dumps(a.audit), a.approval_id,
+                    )),
                 ],
             )  # fmt: skip
         except aredis.ResponseError as e:
             _raise_script_error(e, thread_id)
         return cast(RunStatus, status.decode())
 
-    async def cancel_run(self, thread_id: str, run_id: str) -> None:
+    async def cancel_run(
+        self, thread_id: str, run_id: str, action: Literal["interrupt", "rollback"] = "interrupt"
+    ) -> str:
         """Cancel a pending or running run, wherever its worker is: it is marked
         ``interrupted`` and its owner is fenced out (it stops at its next checkpoint or
-        side effect, writing nothing); the thread's next queued run starts."""
+        side effect, writing nothing); the thread's next queued run starts.
+
+        ``rollback`` also undoes the run: a pending one is deleted at once; for the active
+        one a rollback job is queued, whose worker deletes the run and its checkpoints and
+        then starts the thread's next run. Returns ``cancelled`` or ``rolling_back``."""
         k = self.keys
         try:
-            await self._cancel_run(
+            result = await self._cancel_run(
                 keys=[
                     k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
-                    k.queue, k.fence(thread_id), k.webhooks,
+                    k.queue, k.fence(thread_id), k.thread_runs(thread_id), k.webhooks,
                 ],
-                args=[run_id, thread_id, now_ms(), k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s],
+                args=[
+                    run_id, thread_id, now_ms(), k.run_prefix(thread_id), self.events_maxlen,
+                    self.events_ttl_s, action,
+                ],
             )  # fmt: skip
         except aredis.ResponseError as e:
             code = str(e).strip()
@@ -187,6 +214,65 @@ class RunStore:
                     f"run {run_id} has already ended; only pending or running runs can be cancelled"
                 ) from None
             raise
+        return str(result.decode() if isinstance(result, bytes) else result)
+
+    async def delete_run(self, thread_id: str, run_id: str) -> None:
+        """Delete an ended run's record and events. NotFound, or Conflict while it is
+        pending, running or being rolled back."""
+        try:
+            await self._delete_run(
+                keys=[self.keys.run(thread_id, run_id), self.keys.thread_runs(thread_id)], args=[run_id]
+            )
+        except aredis.ResponseError as e:
+            if str(e).strip() == "no_run":
+                raise NotFound(f"run {run_id} not found on thread {thread_id}") from None
+            if str(e).strip() == "not_ended":
+                raise Conflict(f"run {run_id} has not ended; cancel it first, then delete it") from None
+            raise
+
+    async def active_runs(self, thread_id: str) -> list[tuple[str, str]]:
+        """``(run_id, status)`` of the thread's active run and of the runs waiting behind it."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.thread(thread_id), "active_run")
+        pipe.lrange(self.keys.thread_pending(thread_id), 0, -1)
+        active, pending = await pipe.execute()
+        found = [(active.decode(), "running")] if active else []
+        return found + [(r.decode(), "pending") for r in pending]
+
+    async def rollback_base(self, thread_id: str, run_id: str) -> tuple[bytes, set[bytes]] | None:
+        """The checkpoint a run started from and the writes it had then (noted at the
+        run's first claim), or None when the run started on an empty thread or never ran."""
+        cp, writes = await self._await(
+            self.client.hmget(self.keys.run(thread_id, run_id), ["base_cp", "base_writes"])
+        )
+        if not cp:
+            return None
+        return cp, set(writes.split(b"\n")) if writes else set()
+
+    async def rollback_done(
+        self,
+        *,
+        thread_id: str,
+        run_id: str,
+        message_id: str,
+        thread_status: ThreadStatus,
+        values: Any,
+        interrupts: Any,
+    ) -> bool:
+        """Delete the rolled-back run, set the thread's state, ack the rollback job and
+        start the thread's next run, atomically. False when another worker did it first."""
+        k = self.keys
+        done = await self._rollback_done(
+            keys=[
+                k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
+                k.queue, k.fence(thread_id), k.thread_runs(thread_id),
+            ],
+            args=[
+                run_id, thread_id, now_ms(), k.run_prefix(thread_id), thread_status,
+                jsonutil.dumps(values), jsonutil.dumps(interrupts), message_id, QUEUE_GROUP,
+            ],
+        )  # fmt: skip
+        return bool(done)
 
     async def get_run(self, thread_id: str, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The run, or None when there is none (or, given ``tenant``, it is another's)."""
@@ -194,6 +280,15 @@ class RunStore:
         if not raw or (tenant is not None and _tenant(raw) != tenant):
             return None
         return _run_record(raw)
+
+    async def recent_runs(self, tenant: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The tenant's runs, newest first, across threads (the last ``RECENT_RUNS``)."""
+        refs: Any = await self.client.zrevrange(self.keys.recent_runs(tenant), offset, offset + limit - 1)
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            thread_id, _, run_id = ref.decode().partition("|")
+            pipe.hgetall(self.keys.run(thread_id, run_id))
+        return [_run_record(raw) for raw in await pipe.execute() if raw]
 
     async def list_runs(self, thread_id: str, *, limit: int = 10, offset: int = 0) -> list[dict[str, Any]]:
         ids: Any = await self.client.zrevrange(self.keys.thread_runs(thread_id), offset, offset + limit - 1)
@@ -211,7 +306,13 @@ class RunStore:
         """
         k = self.keys
         epoch = await self._claim_run(
-            keys=[k.run(thread_id, run_id), k.fence(thread_id), k.events(thread_id, run_id)],
+            keys=[
+                k.run(thread_id, run_id),
+                k.fence(thread_id),
+                k.events(thread_id, run_id),
+                k.checkpoint_index(thread_id),
+                k.checkpoint_writes(thread_id),
+            ],
             args=[run_id, worker, now_ms(), self.events_maxlen, self.events_ttl_s],
         )
         return f"{run_id}:{int(epoch)}" if int(epoch) else None
@@ -339,7 +440,8 @@ def _queued(message_id: bytes, fields: dict[bytes, bytes]) -> QueuedRun:
         message_id=message_id.decode(),
         thread_id=fields[b"t"].decode(),
         run_id=fields[b"r"].decode(),
-        payload=jsonutil.loads(fields[b"p"]),
+        payload=jsonutil.loads(fields[b"p"]) if b"p" in fields else {},
+        kind="rollback" if fields.get(b"k") == b"rollback" else "run",
     )
 
 

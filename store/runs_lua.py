@@ -75,16 +75,39 @@ local function promote(thread, pending, queue, run_prefix, thread_id, now)
 end
 """
 
-# KEYS: thread, thread_runs, pending, run, queue, threads, fence, webhooks
+# Shared by the scripts that roll a run back: stop it like a cancel, mark it, and queue a
+# rollback job (field 'k') for a worker, who deletes the run's checkpoints. A rolled-back
+# run is deleted, so it sends no webhook.
+ROLL_BACK_FN = """
+local function roll_back(run_key, run_id, thread_id, fence, queue, now, maxlen, ttl)
+  if cancel(run_key, run_id, fence, now, maxlen, ttl) then
+    redis.call('HSET', run_key, 'rollback', '1')
+    redis.call('XADD', queue, '*', 't', thread_id, 'r', run_id, 'k', 'rollback')
+  end
+end
+"""
+
+# KEYS: thread, thread_runs, pending, run, queue, threads, fence
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
-#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant,
-#       webhook ('' for none)
+#       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
 # (threads is the tenant's index; another tenant's thread is 'no_thread')
+# KEYS[8]: the tenant's recent runs (``<thread>|<run>`` by creation time, trimmed to ARGV[15]).
+# KEYS[9]: the webhooks stream; ARGV[16]: the run's webhook URL ('' for none).
+# Answering approvals (store/approvals.py): KEYS[10] the tenant's audit stream, KEYS[11] the
+# approvals' due set, KEYS[12…] the approvals; ARGV[17…] per approval: decision json,
+# audit entry json, approval id. Any of them not pending: 'approval_decided <n>', and
+# nothing is written.
 CREATE_RUN = (
     CANCEL_FN
+    + ROLL_BACK_FN
     + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
+for i = 12, #KEYS do
+  if redis.call('HGET', KEYS[i], 'status') ~= 'pending' then
+    return redis.error_reply('approval_decided ' .. ARGV[19 + (i - 12) * 3])
+  end
+end
 if redis.call('EXISTS', thread) == 0 then
   if ARGV[5] ~= 'create' then return redis.error_reply('no_thread') end
   redis.call('HSET', thread, 'thread_id', thread_id, 'created_at', now, 'updated_at', now,
@@ -98,8 +121,13 @@ local active, status = state[1], state[2]
 if active and ARGV[4] == 'reject' then return redis.error_reply('busy') end
 if active and ARGV[4] == 'interrupt' then
   -- The new run preempts the active one, which stops where it is (its state is kept).
-  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13], KEYS[8], thread)
+  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13], KEYS[9], thread)
   active = false
+end
+if active and ARGV[4] == 'rollback' then
+  -- The active run stops and a worker undoes it; the new run waits in the pending list
+  -- until the rollback is done (ROLLBACK_DONE starts it).
+  roll_back(ARGV[11] .. active, active, thread_id, KEYS[7], queue, now, ARGV[12], ARGV[13])
 end
 if ARGV[6] == '1' and not active and status ~= 'interrupted' then
   return redis.error_reply('nothing_to_resume')
@@ -110,8 +138,20 @@ local run_status = 'pending'
 redis.call('HSET', run, 'run_id', run_id, 'thread_id', thread_id, 'assistant_id', ARGV[8],
   'graph_id', ARGV[7], 'created_at', now, 'updated_at', now, 'status', run_status,
   'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10], 'tenant', ARGV[14])
-if ARGV[15] ~= '' then redis.call('HSET', run, 'webhook', ARGV[15]) end
+if ARGV[16] ~= '' then redis.call('HSET', run, 'webhook', ARGV[16]) end
 redis.call('ZADD', runs, now, run_id)
+redis.call('ZADD', KEYS[8], now, thread_id .. '|' .. run_id)
+if redis.call('ZCARD', KEYS[8]) > tonumber(ARGV[15]) then
+  redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -tonumber(ARGV[15]) - 1)
+end
+for i = 12, #KEYS do
+  local j = 17 + (i - 12) * 3
+  redis.call('HSET', KEYS[i], 'status', 'decided', 'decision', ARGV[j], 'decided_at', now,
+    'resume_run', run_id)
+  redis.call('RPUSH', KEYS[i] .. ':audit', ARGV[j + 1])
+  redis.call('XADD', KEYS[10], '*', 'd', ARGV[j + 1])
+  redis.call('ZREM', KEYS[11], ARGV[j + 2])
+end
 if active then
   redis.call('RPUSH', pending, run_id)
 else
@@ -122,31 +162,78 @@ return run_status
 """
 )
 
-# KEYS: thread, pending, run, queue, fence, webhooks
-# ARGV: run_id, thread_id, now, run_key_prefix, events_maxlen, events_ttl_s
+# KEYS: thread, pending, run, queue, fence, thread_runs, webhooks
+# ARGV: run_id, thread_id, now, run_key_prefix, events_maxlen, events_ttl_s, action
+# action 'rollback': a pending run is deleted at once; the active run stops and a worker
+# undoes it (the thread stays busy until then). Returns 'cancelled' or 'rolling_back'.
+# A cancelled run's webhook is recorded; a rolled-back (deleted) run sends none.
 CANCEL_RUN = (
     CANCEL_FN
     + PROMOTE_FN
+    + ROLL_BACK_FN
     + """
 local thread, pending, run, queue, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[3]
 if redis.call('LREM', pending, 0, run_id) > 0 then
-  cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[6], thread)
+  if ARGV[7] == 'rollback' then
+    cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
+    redis.call('DEL', run)
+    redis.call('ZREM', KEYS[6], run_id)
+  else
+    cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[7], thread)
+  end
   return 'cancelled'
 end
 if redis.call('HGET', thread, 'active_run') ~= run_id then
   if redis.call('EXISTS', run) == 0 then return redis.error_reply('no_run') end
   return redis.error_reply('not_active')
 end
-cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[6], thread)
+if ARGV[7] == 'rollback' then
+  if redis.call('HGET', run, 'rollback') then return 'rolling_back' end
+  roll_back(run, run_id, ARGV[2], fence, queue, now, ARGV[5], ARGV[6])
+  return 'rolling_back'
+end
+cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[7], thread)
 promote(thread, pending, queue, ARGV[4], ARGV[2], now)
 return 'cancelled'
 """
 )
 
-# KEYS: run, fence, events
+# KEYS: thread, pending, run, queue, fence, thread_runs
+# ARGV: run_id, thread_id, now, run_key_prefix, thread_status, values_json,
+#       interrupts_json, queue_msg_id, group
+# The rollback of run_id is done (its checkpoints are gone): delete the run, give the
+# thread the state it has now, start its next pending run. Returns 1, or 0 when there was
+# nothing to finish (another worker finished it first).
+ROLLBACK_DONE = """
+local thread, pending, run, queue, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_id, now = ARGV[1], ARGV[3]
+redis.call('XACK', queue, ARGV[9], ARGV[8])
+redis.call('XDEL', queue, ARGV[8])
+if redis.call('HGET', thread, 'active_run') ~= run_id or not redis.call('HGET', run, 'rollback') then
+  return 0
+end
+redis.call('DEL', run)
+redis.call('ZREM', KEYS[6], run_id)
+if redis.call('GET', fence) == 'cancelled:' .. run_id then redis.call('DEL', fence) end
+redis.call('HSET', thread, 'values', ARGV[6], 'interrupts', ARGV[7], 'updated_at', now)
+local next_run = redis.call('LPOP', pending)
+if next_run then
+  local payload = redis.call('HGET', ARGV[4] .. next_run, 'payload')
+  redis.call('HSET', thread, 'active_run', next_run, 'status', 'busy')
+  redis.call('XADD', queue, '*', 't', ARGV[2], 'r', next_run, 'p', payload)
+else
+  redis.call('HDEL', thread, 'active_run')
+  redis.call('HSET', thread, 'status', ARGV[5])
+end
+return 1
+"""
+
+# KEYS: run, fence, events, checkpoint index, checkpoint writes (the saver's keys)
 # ARGV: run_id, worker, now, events_maxlen, events_ttl_s
 # Returns the new epoch, or 0 when the run already ended (nothing to do).
+# The first claim notes the thread's latest root checkpoint and the pending writes it has
+# then ('base_cp', 'base_writes'): a rollback removes the writes the run added to it.
 CLAIM_RUN = """
 local run, fence, events = KEYS[1], KEYS[2], KEYS[3]
 local status = redis.call('HGET', run, 'status')
@@ -155,6 +242,13 @@ if not status or status == 'success' or status == 'error' or status == 'timeout'
   return 0
 end
 local epoch = redis.call('HINCRBY', run, 'epoch', 1)
+if epoch == 1 then
+  local last = redis.call('ZREVRANGEBYLEX', KEYS[4], '(\\1', '[\\0', 'LIMIT', 0, 1)[1]
+  if last then
+    local writes = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. last .. '\\0', '(' .. last .. '\\1')
+    redis.call('HSET', run, 'base_cp', last, 'base_writes', table.concat(writes, '\\n'))
+  end
+end
 redis.call('SET', fence, ARGV[1] .. ':' .. epoch)
 redis.call('HSET', run, 'status', 'running', 'worker', ARGV[2], 'updated_at', ARGV[3])
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], '*', 'e', 'metadata',
@@ -196,3 +290,16 @@ end
 return 1
 """
 )
+
+# KEYS: run, thread_runs. ARGV: run_id.
+# Deletes an ended run's record and events. Returns 1, or an error: no_run, not_ended.
+DELETE_RUN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return redis.error_reply('no_run') end
+if status == 'pending' or status == 'running' or redis.call('HGET', KEYS[1], 'rollback') then
+  return redis.error_reply('not_ended')
+end
+redis.call('DEL', KEYS[1], KEYS[1] .. ':ev')
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""

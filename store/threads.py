@@ -213,6 +213,12 @@ class ThreadAdmin:
         found.sort(key=lambda r: (r[field], r["created_at"], r["thread_id"]), reverse=sort_order == "desc")
         return found[offset : offset + limit], len(found)
 
+    async def busy_threads(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's threads with an active run."""
+        return [
+            r for r in await self._matching(ThreadFilter(status="busy", tenant=tenant)) if r["active_run"]
+        ]
+
     async def count(self, where: ThreadFilter) -> int:
         if where.everything:
             return int(await self.client.zcard(self.keys.threads(where.tenant)))

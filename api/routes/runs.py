@@ -9,24 +9,27 @@ client that reconnects with ``Last-Event-ID`` gets exactly the events it missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from opentelemetry import propagate
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from api.answers import answered_approvals
 from api.auth import Access, Principal, PrincipalDep
 from api.deps import EngineDep
 from api.responses import JSONResponse
 from api.routes.assistants import resolve_assistant_async, run_settings
-from api.routes.threads import delete_thread_and_checkpoints, require_thread
-from api.schemas import RunCreate, iso
+from api.routes.threads import delete_thread_and_checkpoints, get_thread_admin, require_thread
+from api.schemas import RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
 from runs.engine import Engine
 from runs.payload import RunPayload, StreamMode
+from store.approvals import Answering
 from store.runs import END_EVENT, TERMINAL_STATUSES
 
 router = APIRouter(tags=["runs"])
@@ -112,11 +115,6 @@ async def submit_run(
         answers_only = body.input is None and body.command is not None and body.command.resume is not None
         if not answers_only or body.command is None or body.command.goto or body.command.update:
             principal.require(Access.WRITE, "starting a run (other than answering an interrupt)")
-    if body.multitask_strategy == "rollback":
-        raise InvalidInput(
-            "multitask_strategy 'rollback' is not supported yet; use 'interrupt' (keeps the "
-            "interrupted run's state), 'enqueue' or 'reject'"
-        )
     assistant = await resolve_assistant_async(engine, body.assistant_id, principal.tenant)
     config, context = run_settings(assistant, body.config, body.context)
     graph_id = assistant["graph_id"]
@@ -125,11 +123,15 @@ async def submit_run(
     if body.input is not None:
         _check_input(engine, graph_id, body.input)
     is_resume = body.command is not None and body.command.resume is not None
+    answering: list[Answering] = []
     if is_resume:
         assert body.command is not None
         record = await engine.store.get_thread(thread_id, principal.tenant)
         if record is not None:
             _check_resume(record, body.command.resume)
+        resume, answering = await answered_approvals(engine, principal, record, body.command.resume)
+        if answering:
+            body = body.model_copy(update={"command": body.command.model_copy(update={"resume": resume})})
     carrier: dict[str, str] = {}
     if request is not None:
         propagate.inject(carrier, context=propagate.extract(request.headers))
@@ -166,6 +168,9 @@ async def submit_run(
         if_not_exists=body.if_not_exists,
         is_resume=is_resume,
         tenant=principal.tenant,
+        answering=answering,
+        audit_key=engine.approvals.audit_key(principal.tenant),
+        due_key=engine.approvals.due_key,
     )
     return run_id, status
 
@@ -340,6 +345,17 @@ def _spawn_cleanup(engine: Engine, thread_id: str, run_id: str, tenant: str) -> 
     task.add_done_callback(_cleanups.discard)
 
 
+@router.get("/runs")
+async def recent_runs(
+    engine: EngineDep,
+    principal: PrincipalDep,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> list[dict[str, Any]]:
+    """The tenant's runs across all threads, newest first (not in the LangGraph protocol)."""
+    return [run_view(r) for r in await engine.store.recent_runs(principal.tenant, limit=limit, offset=offset)]
+
+
 @router.get("/threads/{thread_id}/runs")
 async def list_runs(
     thread_id: str, engine: EngineDep, principal: PrincipalDep, limit: int = 10, offset: int = 0
@@ -370,20 +386,69 @@ async def cancel_run(
     action: Literal["interrupt", "rollback"] = "interrupt",
 ) -> Response:
     """Cancel a pending or running run; its worker, wherever it is, is fenced out and
-    stops at its next step. ``interrupt`` keeps the state reached so far."""
-    if action == "rollback":
-        raise InvalidInput(
-            "action=rollback is not supported yet; cancel with action=interrupt (the state reached is kept)"
-        )
+    stops at its next step. ``interrupt`` keeps the state reached so far; ``rollback``
+    deletes the run and the checkpoints it wrote, so the thread is as before it (done by a
+    worker, through the queue; ``wait`` waits for that too)."""
     await _require_run(engine, thread_id, run_id, principal.tenant)
-    await engine.store.cancel_run(thread_id, run_id)
+    await engine.store.cancel_run(thread_id, run_id, action)
     if wait:
         await engine.store.wait_for_end(thread_id, run_id, block_ms=HEARTBEAT_MS)
+        if action == "rollback":
+            await _rolled_back(engine, thread_id, run_id)
     return Response(
         status_code=204 if not wait else 200,
         content=b"" if not wait else b"null",
         media_type=None if not wait else "application/json",
     )
+
+
+async def _rolled_back(engine: Engine, thread_id: str, run_id: str) -> None:
+    """Wait until the rollback worker deleted the run. A short poll: only rollbacks with
+    ``wait`` come here, and the worker needs one round of Redis work."""
+    for _ in range(int(engine.settings.lease_ms / 50) * 3):
+        if await engine.store.get_run(thread_id, run_id) is None:
+            return
+        await asyncio.sleep(0.05)
+
+
+@router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
+async def delete_run(thread_id: str, run_id: str, engine: EngineDep, principal: PrincipalDep) -> Response:
+    """Delete an ended run's record and events (its checkpoints stay: the thread's state
+    is the thread's). A pending or running run: 409, cancel it first."""
+    await _require_run(engine, thread_id, run_id, principal.tenant)
+    await engine.store.delete_run(thread_id, run_id)
+    return Response(status_code=204)
+
+
+@router.post("/runs/cancel", status_code=204)
+async def cancel_many(
+    body: RunsCancel,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    action: Literal["interrupt", "rollback"] = "interrupt",
+) -> Response:
+    """Cancel several runs: ``run_ids`` on ``thread_id``, every active or pending run of
+    ``thread_id``, or (with ``status``) every such run of the tenant."""
+    if body.thread_id is not None:
+        record = await require_thread(engine, body.thread_id, principal.tenant)
+        threads = [record]
+    elif body.run_ids:
+        raise InvalidInput("run_ids need a thread_id: run ids are looked up on their thread")
+    elif body.status is None:
+        raise InvalidInput("send a thread_id (with or without run_ids) or a status")
+    else:
+        threads = await get_thread_admin(engine).busy_threads(principal.tenant)
+    for record in threads:
+        thread_id = record["thread_id"]
+        candidates = await engine.store.active_runs(thread_id)
+        for run_id, status in candidates:
+            if body.run_ids is not None and run_id not in body.run_ids:
+                continue
+            if body.status not in (None, "all", status):
+                continue
+            with contextlib.suppress(NotFound, Conflict):  # it ended meanwhile
+                await engine.store.cancel_run(thread_id, run_id, action)
+    return Response(status_code=204)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join")

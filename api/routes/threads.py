@@ -18,6 +18,7 @@ from api.auth import PrincipalDep
 from api.deps import EngineDep
 from api.schemas import (
     HistoryRequest,
+    StateAtCheckpoint,
     ThreadCount,
     ThreadCreate,
     ThreadPatch,
@@ -168,6 +169,14 @@ async def get_state_at(
     thread_id: str, checkpoint_id: str, engine: EngineDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     return await _state(engine, thread_id, checkpoint_id, principal.tenant)
+
+
+@router.post("/threads/{thread_id}/state/checkpoint")
+async def get_state_at_checkpoint(
+    thread_id: str, body: StateAtCheckpoint, engine: EngineDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """The state at ``body.checkpoint`` (how the SDK asks when given a checkpoint object)."""
+    return await _state(engine, thread_id, body.checkpoint.checkpoint_id, principal.tenant)
 
 
 async def _history(engine: Engine, thread_id: str, body: HistoryRequest, tenant: str) -> list[dict[str, Any]]:

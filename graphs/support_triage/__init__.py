@@ -3,7 +3,8 @@
 ```
 START -> load_customer -> triage -> {refund | answer | technical | escalate}
   refund    -> lookup_order -> {issue_refund (amount <= 50)
-                                | approval (amount > 50) -> {issue_refund | deny_refund}
+                                | approval (amount > 50) -> {issue_refund (approve, edit)
+                                                              | deny_refund (reject)}
                                 | respond (no such order)}
   answer    -> draft_answer
   technical -> open_ticket
@@ -11,8 +12,9 @@ START -> load_customer -> triage -> {refund | answer | technical | escalate}
   issue_refund | deny_refund | draft_answer | open_ticket | handoff -> respond -> END
 ```
 
-``triage`` is an LLM decision node (fallback: ``escalate``); ``approval`` pauses the run
-for a person through ``interrupt()``. Customer data comes from a small demo CRM
+``triage`` is an LLM decision node (fallback: ``escalate``); ``approval`` is an approval
+step: a person with role ``approver`` approves, rejects, or edits the amount (a partial
+refund); unanswered after 24 h it escalates to the group ``support-leads``. Customer data comes from a small demo CRM
 (``crm.json``: customers ``c-001`` … ``c-020``); an unknown customer is not an error.
 """
 
@@ -23,9 +25,10 @@ from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from agents.approval import ApprovalRequest, request_approval
+from agents.approval import ApprovalSpec, add_approval
 from agents.context import Context
 from agents.decision import Branch, DecisionSpec, Example
 from agents.nodes import add_decision
@@ -112,34 +115,64 @@ def after_lookup(state: State) -> Literal["issue_refund", "approval", "respond"]
     return "issue_refund" if order["amount"] <= REFUND_APPROVAL_THRESHOLD else "approval"
 
 
-async def approval(state: State) -> State:
+class RefundEdit(BaseModel):
+    """What an approver may change: the amount (a partial refund)."""
+
+    amount: float = Field(gt=0, description="amount to refund")
+
+
+def _summary(state: State) -> str:
     order = state["order"]
     assert order is not None
-    decision = request_approval(
-        ApprovalRequest(
-            action="issue_refund",
-            summary=(
-                f"Refund {order['amount']:.2f} {order['currency']} for order {order['order_id']} "
-                f"({order['item']}) to customer {state['customer_id']}"
-            ),
-            amount=order["amount"],
-        )
+    return (
+        f"Refund {order['amount']:.2f} {order['currency']} for order {order['order_id']} "
+        f"({order['item']}) to customer {state['customer_id']}"
     )
-    return {"approval": decision.model_dump()}
 
 
-def after_approval(state: State) -> Literal["issue_refund", "deny_refund"]:
+def _details(state: State) -> dict[str, Any]:
+    customer = state.get("customer") or {}
+    return {
+        "ticket": state["ticket"],
+        "order": state.get("order"),
+        "customer": {k: customer.get(k) for k in ("customer_id", "name", "tier") if k in customer},
+        "triage": (state.get("decision") or {}).get("chosen"),
+    }
+
+
+APPROVAL = ApprovalSpec(
+    name="approval",
+    action="issue_refund",
+    summary=_summary,
+    details=_details,
+    amount=lambda state: state["order"]["amount"],
+    options=("approve", "reject", "edit"),
+    editable=RefundEdit,
+    current=lambda state: {"amount": state["order"]["amount"]},
+    assignee="approver",
+    deadline_s=24 * 3600,
+    on_timeout="escalate",
+    escalate_to="group:support-leads",
+)
+
+
+def _refund_amount(state: State) -> float:
+    order = state["order"]
+    assert order is not None
     approval = state.get("approval") or {}
-    return "issue_refund" if approval.get("decision") == "approve" else "deny_refund"
+    if approval.get("decision") == "edit":
+        return min(float(approval["edits"]["amount"]), float(order["amount"]))
+    return float(order["amount"])
 
 
 async def issue_refund(state: State, runtime: Runtime[Context]) -> State:
     order = state["order"]
     assert order is not None
+    amount = _refund_amount(state)
     refund = await effect_once(
         runtime,
         "issue_refund",
-        lambda key: crm.issue_refund(runtime.context, key, order["order_id"], order["amount"]),
+        lambda key: crm.issue_refund(runtime.context, key, order["order_id"], amount),
     )
     return {
         "refund": refund,
@@ -196,7 +229,6 @@ def build_graph() -> StateGraph[State, Context, Input, State]:
     builder = StateGraph(State, context_schema=Context, input_schema=Input)
     builder.add_node("load_customer", load_customer)
     builder.add_node("lookup_order", lookup_order)
-    builder.add_node("approval", approval)
     builder.add_node("issue_refund", issue_refund)
     builder.add_node("deny_refund", deny_refund)
     builder.add_node("draft_answer", draft_answer)
@@ -217,7 +249,9 @@ def build_graph() -> StateGraph[State, Context, Input, State]:
         },
     )
     builder.add_conditional_edges("lookup_order", after_lookup)
-    builder.add_conditional_edges("approval", after_approval)
+    add_approval(
+        builder, APPROVAL, {"approve": "issue_refund", "edit": "issue_refund", "reject": "deny_refund"}
+    )
     for node in ("issue_refund", "deny_refund", "draft_answer", "open_ticket", "handoff"):
         builder.add_edge(node, "respond")
     builder.add_edge("respond", END)

@@ -101,10 +101,11 @@ async def test_low_confidence_waits_for_a_person_who_can_change_the_branch(conte
     graph, config = _graph(_spec(review_below=0.95)), _config()
     paused = await graph.ainvoke({"text": "I want a refund"}, config, context=context)
     request = paused["__interrupt__"][0].value
-    assert request["type"] == "decision_review"
-    assert (request["suggestion"], request["options"]) == ("refund", ["refund", "answer"])
+    assert request["type"] == "approval"
+    assert request["suggestion"]["branch"] == "refund" and request["options"] == ["approve", "edit"]
+    assert request["edit_schema"]["properties"]["branch"]["enum"] == ["refund", "answer"]
     assert request["confidence"] == pytest.approx(0.9, abs=0.01)
-    assert request["inputs"] == {"text": "I want a refund"}
+    assert request["details"] == {"text": "I want a refund"}
     assert "handled_by" not in paused
 
     again = await graph.ainvoke(Command(resume={"branch": "nope"}), config, context=context)
@@ -148,7 +149,7 @@ async def test_fallback_goes_to_review_when_review_is_declared(context: Context,
     graph, config = _graph(_spec(review_below=0.5)), _config()
     paused = await graph.ainvoke({"text": "I want a refund"}, config, context=context)
     request = paused["__interrupt__"][0].value
-    assert (request["suggestion"], request["method"]) == ("answer", "fallback")
+    assert (request["suggestion"]["branch"], request["method"]) == ("answer", "fallback")
 
 
 def test_every_branch_needs_a_route() -> None:

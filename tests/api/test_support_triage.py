@@ -43,13 +43,18 @@ async def test_large_refund_waits_for_approval_across_a_restart(
     interrupts = [d["__interrupt__"] for e, d in events if e == "updates" and "__interrupt__" in d]
     assert len(interrupts) == 1
     request = interrupts[0][0]["value"]
-    assert request == {
+    assert {k: request[k] for k in ("type", "action", "amount", "options", "assignee", "on_timeout")} == {
         "type": "approval",
         "action": "issue_refund",
-        "summary": request["summary"],
         "amount": 87.87,
-        "options": ["approve", "reject"],
+        "options": ["approve", "reject", "edit"],
+        "assignee": "approver",
+        "on_timeout": "escalate",
     }
+    assert request["editable"] == {"amount": 87.87}
+    assert request["edit_schema"]["properties"]["amount"]["exclusiveMinimum"] == 0
+    assert request["details"]["order"]["order_id"] == "o-10063"
+    assert request["deadline_s"] == 24 * 3600 and request["escalate_to"] == "group:support-leads"
     assert "o-10063" in request["summary"]
     assert (await client.threads.get(tid))["status"] == "interrupted"
 

@@ -99,3 +99,83 @@ async def test_multitask_interrupt_preempts_the_active_run(engine: Engine) -> No
     second_end = await engine.store.wait_for_end(tid, second)
     assert second_end is not None and second_end["status"] == "success"
     assert second_end["values"]["n"] == 5
+
+
+async def _gone(engine: Engine, tid: str, rid: str) -> None:
+    """Until the rollback worker has deleted the run."""
+    for _ in range(300):
+        if await engine.store.get_run(tid, rid) is None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"run {rid} was never rolled back")
+
+
+async def _checkpoint_runs(engine: Engine, tid: str) -> set[str]:
+    return {
+        c.metadata["run_id"]
+        async for c in engine.saver.alist({"configurable": {"thread_id": tid}})
+        if c.metadata and "run_id" in c.metadata
+    }
+
+
+async def test_rollback_undoes_a_running_run(engine: Engine) -> None:
+    tid = str(uuid.uuid4())
+    first = await _create(engine, tid)
+    end = await engine.store.wait_for_end(tid, first)
+    assert end is not None and end["status"] == "success"
+    before = (await engine.store.get_thread(tid) or {})["values"]
+    assert before["n"] == 5 and len(before["done"]) == 5
+
+    second = await _create(engine, tid)
+    for _ in range(300):  # until the second run has checkpointed a step of its own
+        if second in await _checkpoint_runs(engine, tid):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the second run never checkpointed")
+    assert await engine.store.cancel_run(tid, second, "rollback") == "rolling_back"
+    await _gone(engine, tid, second)
+
+    thread = await engine.store.get_thread(tid)
+    assert thread is not None and thread["status"] == "idle" and thread["active_run"] is None
+    assert thread["values"] == before
+    assert await _checkpoint_runs(engine, tid) == {first}
+    assert [r["run_id"] for r in await engine.store.list_runs(tid)] == [first]
+    graph = engine.graphs["ledger"]
+    state = await graph.aget_state({"configurable": {"thread_id": tid}})
+    assert state.values == before and state.next == ()
+
+
+async def test_multitask_rollback_replaces_the_active_run(engine: Engine) -> None:
+    tid = str(uuid.uuid4())
+    first = await _create(engine, tid)
+    await _until_running(engine, tid, first)
+    second = await _create(engine, tid, strategy="rollback")
+    end = await engine.store.wait_for_end(tid, second)
+    assert end is not None and end["status"] == "success"
+    # Started from nothing: the first run's steps are not in the state.
+    assert end["values"]["done"] == [f"s{i}" for i in range(5)]
+    assert await engine.store.get_run(tid, first) is None
+    assert await _checkpoint_runs(engine, tid) == {second}
+
+
+async def test_rollback_of_a_queued_run_deletes_it(engine: Engine) -> None:
+    tid = str(uuid.uuid4())
+    first, second = await _create(engine, tid), await _create(engine, tid)
+    assert await engine.store.cancel_run(tid, second, "rollback") == "cancelled"
+    assert await engine.store.get_run(tid, second) is None
+    end = await engine.store.wait_for_end(tid, first)
+    assert end is not None and end["status"] == "success"
+    assert [r["run_id"] for r in await engine.store.list_runs(tid)] == [first]
+
+
+async def test_delete_run_only_once_it_ended(engine: Engine) -> None:
+    tid = str(uuid.uuid4())
+    rid = await _create(engine, tid)
+    with pytest.raises(Conflict, match="has not ended"):
+        await engine.store.delete_run(tid, rid)
+    await engine.store.wait_for_end(tid, rid)
+    await engine.store.delete_run(tid, rid)
+    assert await engine.store.get_run(tid, rid) is None
+    with pytest.raises(NotFound):
+        await engine.store.delete_run(tid, rid)

@@ -322,6 +322,11 @@ async def test_the_delivery_is_written_in_the_same_step_as_the_outcome(
         entries = await engine.redis.xrange(keys.webhooks)
         assert [f[b"r"].decode() for _, f in entries] == [rid, rid2]
         assert entries[1][1][b"status"] == b"interrupted"
+        # A rolled-back run is deleted: it sends nothing.
+        _, rid3 = await _create(store, {"n": 0}, receiver.url + "/z", thread_id=tid)
+        await store.cancel_run(tid, rid3, "rollback")
+        assert await store.get_run(tid, rid3) is None
+        assert await engine.redis.xlen(keys.webhooks) == 2
 
 
 async def test_the_secret_is_made_once_in_redis_when_none_is_configured(

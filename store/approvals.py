@@ -1,0 +1,222 @@
+"""Approvals: the human approval steps a run waits on, their deadlines and audit trail.
+
+An approval is made by the worker when a run pauses on an approval interrupt (its id is
+the interrupt's id), and decided when a run that answers it is created: that write and the
+run's creation are one Lua script (``CREATE_RUN`` in ``store/runs_lua.py``), so an
+approval is answered exactly once, and a 2xx means the run that carries the answer exists.
+
+| key                         | type   | holds                                                    |
+| --------------------------- | ------ | -------------------------------------------------------- |
+| ``P appr:{t}:<id>``         | hash   | ``doc`` (JSON: the request, who may decide, deadline…),  |
+|                             |        | ``status`` (pending, decided), ``decision`` (JSON),      |
+|                             |        | ``decided_at``, ``resume_run``, ``assignee``             |
+| ``P appr:{t}:<id>:audit``   | list   | the approval's audit entries (JSON), append-only         |
+| ``P approvals:<tenant>``    | zset   | the tenant's approval ids by request time (ms)           |
+| ``P approvals:where``       | hash   | approval id → thread id                                  |
+| ``P approvals:due``         | zset   | pending approvals' ids by deadline (ms)                  |
+| ``P audit:<tenant>``        | stream | every audit entry of the tenant, in order (export)       |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+
+from core import jsonutil
+from core.ids import now_ms
+from store.keys import check_prefix
+
+# KEYS: approval, audit list, tenant index, where, due, tenant audit stream.
+# ARGV: id, thread_id, doc, requested_at, deadline ('' none), audit entry, assignee.
+# Returns 1 when made, 0 when it existed (the step was re-executed after a take-over).
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'status', 'pending', 'assignee', ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1]) end
+redis.call('RPUSH', KEYS[2], ARGV[6])
+redis.call('XADD', KEYS[6], '*', 'd', ARGV[6])
+return 1
+"""
+
+# KEYS: approval, due, tenant audit stream. ARGV: id, expected deadline, new assignee,
+# new deadline ('' none), audit entry. Escalates a pending approval whose deadline is the
+# expected one (so two schedulers escalate it once). Returns 1 escalated, 0 not.
+_ESCALATE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'assignee', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'escalations', 1)
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) else redis.call('ZREM', KEYS[2], ARGV[1]) end
+redis.call('RPUSH', KEYS[1] .. ':audit', ARGV[5])
+redis.call('XADD', KEYS[3], '*', 'd', ARGV[5])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Answering:
+    """An approval answered by a run being created: what ``CREATE_RUN`` writes."""
+
+    key: str
+    approval_id: str
+    decision: dict[str, Any]
+    audit: dict[str, Any]
+
+
+class ApprovalStore:
+    def __init__(self, client: aredis.Redis, *, prefix: str = "il:") -> None:
+        self.client = client
+        self.prefix = check_prefix(prefix)
+        self.where_key = f"{prefix}approvals:where"
+        self.due_key = f"{prefix}approvals:due"
+        self._record = client.register_script(_RECORD)
+        self._escalate = client.register_script(_ESCALATE)
+
+    def key(self, thread_id: str, approval_id: str) -> str:
+        return f"{self.prefix}appr:{{{thread_id}}}:{approval_id}"
+
+    def index_key(self, tenant: str) -> str:
+        return f"{self.prefix}approvals:{tenant}"
+
+    def audit_key(self, tenant: str) -> str:
+        return f"{self.prefix}audit:{tenant}"
+
+    @staticmethod
+    async def _await(result: Awaitable[Any] | Any) -> Any:
+        return await result
+
+    async def record(self, docs: Sequence[dict[str, Any]]) -> int:
+        """Make the approvals a paused run waits on (idempotent). Returns how many are new."""
+        if not docs:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for doc in docs:
+            entry = audit_entry(doc, "requested", actor=f"run:{doc['run_id']}", request=doc["request"])
+            await self._record(
+                keys=[
+                    self.key(doc["thread_id"], doc["id"]), self.key(doc["thread_id"], doc["id"]) + ":audit",
+                    self.index_key(doc["tenant"]), self.where_key, self.due_key, self.audit_key(doc["tenant"]),
+                ],
+                args=[
+                    doc["id"], doc["thread_id"], jsonutil.dumps(doc), doc["requested_at"],
+                    doc["deadline_at"] if doc.get("deadline_at") is not None else "",
+                    jsonutil.dumps(entry), doc["assignee"],
+                ],
+                client=pipe,
+            )  # fmt: skip
+        return sum(int(n) for n in await pipe.execute())
+
+    async def get(self, approval_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """The approval with its current status, or None (also when it is another tenant's)."""
+        thread_id = await self._await(self.client.hget(self.where_key, approval_id))
+        if thread_id is None:
+            return None
+        found = await self._many([(thread_id.decode(), approval_id)])
+        if not found or (tenant is not None and found[0]["tenant"] != tenant):
+            return None
+        return found[0]
+
+    async def _many(self, refs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        pipe = self.client.pipeline(transaction=False)
+        for thread_id, approval_id in refs:
+            pipe.hgetall(self.key(thread_id, approval_id))
+        return [_approval(raw) for raw in await pipe.execute() if raw]
+
+    async def search(self, tenant: str, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        """Every approval of the tenant (the caller filters and pages)."""
+        ids: Any = await self.client.zrange(self.index_key(tenant), 0, -1, desc=newest_first)
+        if not ids:
+            return []
+        threads: Any = await self.client.hmget(self.where_key, ids)
+        refs = [(t.decode(), i.decode()) for i, t in zip(ids, threads, strict=True) if t is not None]
+        return await self._many(refs)
+
+    async def audit(self, thread_id: str, approval_id: str) -> list[dict[str, Any]]:
+        raw: Any = await self.client.lrange(self.key(thread_id, approval_id) + ":audit", 0, -1)
+        return [jsonutil.loads(r) for r in raw]
+
+    async def export(self, tenant: str, *, after: str = "-", count: int = 1000) -> list[tuple[str, bytes]]:
+        """The tenant's audit entries in order, as ``(entry id, JSON)``, after ``after``."""
+        start = f"({after}" if after != "-" else "-"
+        raw: Any = await self.client.xrange(self.audit_key(tenant), start, "+", count=count)
+        return [(mid.decode(), fields[b"d"]) for mid, fields in raw]
+
+    async def due(self, now: int, count: int = 100) -> list[tuple[str, int]]:
+        """Pending approvals whose deadline passed: ``(id, deadline)``."""
+        raw: Any = await self.client.zrangebyscore(
+            self.due_key, "-inf", now, start=0, num=count, withscores=True
+        )
+        return [(m.decode(), int(s)) for m, s in raw]
+
+    async def next_deadline(self) -> int | None:
+        raw: Any = await self.client.zrange(self.due_key, 0, 0, withscores=True)
+        return int(raw[0][1]) if raw else None
+
+    async def drop_due(self, approval_id: str) -> None:
+        await self.client.zrem(self.due_key, approval_id)
+
+    async def escalate(
+        self,
+        approval: dict[str, Any],
+        *,
+        deadline: int,
+        assignee: str,
+        new_deadline: int | None,
+        entry: dict[str, Any],
+    ) -> bool:
+        done = await self._escalate(
+            keys=[
+                self.key(approval["thread_id"], approval["id"]),
+                self.due_key,
+                self.audit_key(approval["tenant"]),
+            ],
+            args=[
+                approval["id"],
+                deadline,
+                assignee,
+                new_deadline if new_deadline is not None else "",
+                jsonutil.dumps(entry),
+            ],
+        )
+        return bool(done)
+
+    def answering(self, approval: dict[str, Any], decision: dict[str, Any], actor: str) -> Answering:
+        return Answering(
+            key=self.key(approval["thread_id"], approval["id"]),
+            approval_id=approval["id"],
+            decision=decision,
+            audit=audit_entry(
+                approval, "decided", actor=actor, decision=decision, request=approval["request"]
+            ),
+        )
+
+
+def audit_entry(approval: dict[str, Any], event: str, *, actor: str, **data: Any) -> dict[str, Any]:
+    return {
+        "ts": now_ms(),
+        "event": event,
+        "approval_id": approval["id"],
+        "thread_id": approval["thread_id"],
+        "graph_id": approval.get("graph_id"),
+        "actor": actor,
+        **data,
+    }
+
+
+def _approval(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    doc: dict[str, Any] = jsonutil.loads(raw[b"doc"])
+    decision = raw.get(b"decision")
+    doc.update(
+        status=raw[b"status"].decode(),
+        assignee=raw.get(b"assignee", doc["assignee"].encode()).decode(),
+        escalations=int(raw.get(b"escalations", b"0")),
+        decision=jsonutil.loads(decision) if decision else None,
+        decided_at=int(raw[b"decided_at"]) if b"decided_at" in raw else None,
+        resume_run=raw[b"resume_run"].decode() if b"resume_run" in raw else None,
+    )
+    return doc
