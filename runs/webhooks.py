@@ -147,8 +147,9 @@ class WebhookSender:
 
     async def stop(self) -> None:
         """Stop at once; deliveries under way are handed back for another process."""
-        # The loops also check the flag: on Python 3.11 a cancellation can be lost inside
-        # redis-py (its asyncio.wait_for around socket writes), and then they go on.
+        # The loops also check the flag: on Python 3.11 an asyncio.wait_for whose inner
+        # future finishes as the cancellation arrives swallows it (redis-py's socket writes
+        # used one), and a loop would go on.
         self._stopping = True
         for task in self._loops:
             task.cancel()
