@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runs.payload import ResumeCommand, StreamMode
 
@@ -220,6 +221,26 @@ class RunsCancel(BaseModel):
     status: Literal["pending", "running", "all"] | None = None
 
 
+def check_webhook_url(url: str | None) -> str | None:
+    """An absolute http(s) URL with a host, as given; anything else is refused."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError("webhook must be an http:// or https:// URL; it is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "webhook must be an absolute http:// or https:// URL with a host, e.g. https://example.com/hook"
+        )
+    if len(url) > 2048 or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(
+            "webhook must be a URL of at most 2048 characters without spaces or control characters"
+        )
+    return url
+
+
 class RunCreate(BaseModel):
     """Body of ``POST /threads/{id}/runs{,/stream,/wait}``."""
 
@@ -244,6 +265,13 @@ class RunCreate(BaseModel):
     on_completion: Literal["delete", "keep"] | None = None
     """Stateless runs (``/runs…``) only: delete their temporary thread afterwards (default) or keep it."""
     durability: Literal["sync", "async", "exit"] | None = None
+    webhook: str | None = None
+    """An http(s) URL that gets a signed POST of the run when it ends (README: Webhooks)."""
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        return check_webhook_url(url)
 
     @model_validator(mode="after")
     def _input_or_command(self) -> RunCreate:

@@ -49,6 +49,7 @@ def run_view(record: dict[str, Any]) -> dict[str, Any]:
         "metadata": record["metadata"],
         "multitask_strategy": record["multitask_strategy"],
         "kwargs": record["kwargs"],
+        **({"webhook_delivery": record["webhook_delivery"]} if "webhook_delivery" in record else {}),
     }
 
 
@@ -153,6 +154,7 @@ async def submit_run(
         durability=body.durability,
         trace_context=carrier,
         tenant=principal.tenant,
+        webhook=body.webhook,
     )
     run_id = new_id()
     status = await engine.store.create_run(
