@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import Authenticator, authenticate
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import assistants, decisions, meta, runs, threads
+from api.routes import assistants, crons, decisions, meta, runs, threads
+from api.scheduler import CronScheduler
 from core.settings import Settings
 from core.tracing import configure_tracing
 from runs.engine import Engine, open_engine
@@ -98,13 +99,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
             app.state.auth = await _authenticator(settings, engine)
+            scheduler = CronScheduler(engine) if settings.scheduler else None
+            if scheduler is not None:
+                scheduler.start()
             log.info(
-                "interlock ready: redis %s, graphs %s, %d worker(s)",
+                "interlock ready: redis %s, graphs %s, %d worker(s), cron scheduler %s",
                 engine.redis_url,
                 engine.registry.ids(),
                 len(engine.workers),
+                "on" if scheduler is not None else "off (INTERLOCK_SCHEDULER=false)",
             )
-            yield
+            try:
+                yield
+            finally:
+                if scheduler is not None:
+                    await scheduler.stop()
 
     app = FastAPI(
         title="Interlock",
@@ -115,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, decisions):
+    for module in (meta, assistants, threads, runs, crons, decisions):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

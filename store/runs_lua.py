@@ -54,12 +54,14 @@ end
 # KEYS: thread, thread_runs, pending, run, queue, threads, fence
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
 #       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
-# (threads is the tenant's index; another tenant's thread is 'no_thread')
+# (threads is the tenant's index; another tenant's thread is 'no_thread'; a run id that
+# exists already is 'run_exists', so a caller-chosen id makes creation idempotent)
 CREATE_RUN = (
     CANCEL_FN
     + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', run) == 1 then return redis.error_reply('run_exists') end
 if redis.call('EXISTS', thread) == 0 then
   if ARGV[5] ~= 'create' then return redis.error_reply('no_thread') end
   redis.call('HSET', thread, 'thread_id', thread_id, 'created_at', now, 'updated_at', now,

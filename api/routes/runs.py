@@ -100,11 +100,14 @@ async def submit_run(
     thread_id: str,
     body: RunCreate,
     publish: list[StreamMode],
+    *,
+    run_id: str | None = None,
 ) -> tuple[str, str]:
     """Validate, then record and enqueue the run. Returns ``(run_id, status)``.
 
     ``request`` carries the trace context to continue (None for runs the service starts
-    itself, such as crons).
+    itself, such as crons). ``run_id``: the id to give the run (a new one by default); a
+    run of that id that exists already is a Conflict, and nothing is written.
     """
     if not principal.can(Access.WRITE):
         # An approver may answer a pending interrupt, and do nothing else.
@@ -152,7 +155,7 @@ async def submit_run(
         trace_context=carrier,
         tenant=principal.tenant,
     )
-    run_id = new_id()
+    run_id = run_id or new_id()
     status = await engine.store.create_run(
         run_id=run_id,
         thread_id=thread_id,
