@@ -37,7 +37,7 @@ def zone(name: str | None) -> ZoneInfo:
     name = DEFAULT_TIMEZONE if name is None else name
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         raise InvalidInput(
             f"timezone '{name}' is not an IANA timezone name; use one such as 'UTC' or 'Europe/Paris'"
         ) from None

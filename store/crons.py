@@ -1,14 +1,14 @@
 """Crons (scheduled runs) on plain Redis: their records, each tenant's index and the one
 due set every scheduler reads.
 
-| key                          | type | holds                                                   |
-| ---------------------------- | ---- | ------------------------------------------------------- |
-| ``P cron:{crons}:<cron>``    | hash | cron record: tenant, assistant, thread, schedule,       |
-|                              |      | timezone, end_time, enabled, run payload, metadata, rev |
-|                              |      | and ``firing``, the lease of the fire in progress       |
-| ``P crons:{crons}:due``      | zset | enabled crons by next fire time (ms): the schedulers'   |
-|                              |      | work list; its score is the cron's ``next_run_date``    |
-| ``P crons:{crons}:t:<tenant>``| zset | the tenant's cron ids by creation time (search, count) |
+| key                            | type | holds                                                 |
+| ------------------------------ | ---- | ----------------------------------------------------- |
+| ``P cron:{crons}:<cron>``      | hash | cron record: tenant, assistant, thread, schedule,     |
+|                                |      | timezone, end_time, enabled, run payload, metadata,   |
+|                                |      | rev, and ``firing``: the lease of a fire in progress  |
+| ``P crons:{crons}:due``        | zset | enabled crons by next fire time (ms), the schedulers' |
+|                                |      | work list; a cron's score is its ``next_run_date``    |
+| ``P crons:{crons}:t:<tenant>`` | zset | the tenant's cron ids by creation time (search, count)|
 
 All cron keys share the hash tag ``{crons}``, so one Lua script may touch a record, the
 due set and an index together on Redis Cluster too (crons are few; one slot holds them).

@@ -27,6 +27,7 @@ from api.routes.assistants import resolve_assistant_async
 from api.routes.runs import _check_input
 from api.routes.threads import require_thread
 from api.schemas import SortOrder, iso
+from core import jsonutil
 from core.cron import Schedule
 from core.errors import InvalidInput, NotFound
 from core.ids import new_id, now_ms
@@ -160,6 +161,14 @@ def _end_ms(end_time: datetime | None, now: int) -> int | None:
     return end
 
 
+def _check_storable(body: BaseModel) -> None:
+    """Refuse what JSON can carry but the store cannot write (integers beyond 64 bits)."""
+    try:
+        jsonutil.dumps(body.model_dump(mode="json"))
+    except TypeError as e:
+        raise InvalidInput(f"the body cannot be stored: {e}") from None
+
+
 def _check_strategy(strategy: str | None) -> None:
     if strategy == "rollback":
         raise InvalidInput(
@@ -176,6 +185,7 @@ def _next_fire(schedule: Schedule, end: int | None, now: int) -> int | None:
 async def _create(
     engine: Engine, crons: CronStore, principal: Principal, body: CronCreate, thread_id: str | None
 ) -> dict[str, Any]:
+    _check_storable(body)
     now = now_ms()
     schedule = Schedule.parse(body.schedule, body.timezone)
     end = _end_ms(body.end_time, now)
@@ -278,6 +288,7 @@ async def update_cron(
     cron_id: str, body: CronPatch, engine: EngineDep, crons: CronsDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     sent = body.model_fields_set
+    _check_storable(body)
     current = await crons.get(cron_id, principal.tenant)
     if current is None:
         raise _not_found(cron_id)

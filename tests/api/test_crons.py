@@ -266,6 +266,7 @@ async def test_bad_input_is_refused_and_nothing_is_stored(
         ("/runs/crons", {k: v for k, v in ok.items() if k != "input"}, 422, "input"),
         ("/runs/crons", {k: v for k, v in ok.items() if k != "schedule"}, 422, "schedule"),
         ("/runs/crons", {**ok, "multitask_strategy": "rollback"}, 422, "rollback"),
+        ("/runs/crons", {**ok, "metadata": {"n": 2**70}}, 422, "64-bit"),
         ("/runs/crons", {**ok, "assistant_id": "no_such_graph"}, 404, "no_such_graph"),
         (f"/threads/{uuid.uuid4()}/runs/crons", ok, 404, "thread"),
         (f"/threads/{thread_id}/runs/crons", {**ok, "on_run_completed": "keep"}, 422, "stateless"),
@@ -373,6 +374,18 @@ async def test_claim_and_advance_are_compare_and_set(redis_client: aredis.Redis,
     assert await crons.delete(cron_id, "t")
     assert await crons.claim(cron_id, due + 60_000, due, owner="c", now=due, lease_ms=1_000) is None
     assert await redis_client.zscore(crons.due_key, cron_id) is None
+
+
+async def test_a_tenants_crons_go_with_it(redis_client: aredis.Redis, key_prefix: str) -> None:
+    crons = CronStore(redis_client, prefix=key_prefix)
+    for tenant, n in (("gone", 3), ("stays", 1)):
+        for _ in range(n):
+            await crons.create({"cron_id": str(uuid.uuid4()), "tenant": tenant, "created_at": 1}, now_ms())
+    assert await crons.delete_tenant("gone") == 3
+    stays = [m.decode() for m in await redis_client.zrange(crons.index("stays"), 0, -1)]
+    assert await redis_client.keys(f"{key_prefix}cron:*") == [crons.key(stays[0]).encode()]
+    assert await redis_client.zrange(crons.due_key, 0, -1) == [stays[0].encode()]
+    assert await redis_client.zcard(crons.index("gone")) == 0
 
 
 async def test_a_repeated_fire_creates_no_second_run(
