@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 
+    scheduler: bool = True
+    """Fire due crons from this API process. Any number of processes may: each fire
+    happens once across all of them. ``false`` leaves it to the others."""
+
     auth: bool = True
     """Require an API key on every request but ``/ok``, ``/info`` and the docs. ``off`` is
     for local development only: every caller is an admin of tenant ``default``."""
