@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     """Fire due crons from this API process. Any number of processes may: each fire
     happens once across all of them. ``false`` leaves it to the others."""
 
+    approvals_webhook_url: str | None = None
+    """Where approval events go as signed webhooks: ``approval.requested``,
+    ``approval.reminder`` (three quarters into the deadline), ``approval.escalated``."""
+
     auth: bool = True
     """Require an API key on every request but ``/ok``, ``/info`` and the docs. ``off`` is
     for local development only: every caller is an admin of tenant ``default``."""
