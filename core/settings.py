@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 
+    scheduler: bool = True
+    """Fire due crons from this API process. Any number of processes may: each fire
+    happens once across all of them. ``false`` leaves it to the others."""
+
+    approvals_webhook_url: str | None = None
+    """Where approval events go as signed webhooks: ``approval.requested``,
+    ``approval.reminder`` (three quarters into the deadline), ``approval.escalated``."""
+
     auth: bool = True
     """Require an API key on every request but ``/ok``, ``/info`` and the docs. ``off`` is
     for local development only: every caller is an admin of tenant ``default``."""
@@ -107,6 +115,23 @@ class Settings(BaseSettings):
     api_keys: list[StaticKey] = []
     """Keys from the environment, as JSON: ``[{"key": "…", "tenant": "acme", "roles":
     ["operator"]}]``. Keys made with ``interlock keys create`` live in Redis instead."""
+
+    webhook_secret: SecretStr | None = None
+    """Key of the HMAC-SHA256 signature on every webhook request. Unset: one is made at
+    first use and kept in Redis, shared by every process (``interlock webhooks secret``)."""
+
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    """Per-attempt timeout of a webhook request (connect, send and answer)."""
+
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    """Attempts at a webhook delivery before it is given up (connect errors, timeouts,
+    429 and 5xx are retried; other 4xx answers end it at once)."""
+
+    webhook_retry_base_s: float = Field(default=1.0, gt=0)
+    """Delay before the first retry; it doubles with each attempt (with jitter)."""
+
+    webhook_retry_max_s: float = Field(default=300.0, gt=0)
+    """Longest delay between two attempts."""
 
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""

@@ -19,11 +19,13 @@ from core.redis import redis_connection
 from core.settings import Settings
 from graphs.registry import GraphRegistry
 from runs.compile import CompiledGraph, compile_all
+from runs.webhooks import WebhookSender
 from runs.worker import Worker
 from store.approvals import ApprovalStore
 from store.checkpoint import AsyncRedisSaver
 from store.decisions import RedisDecisionLog
 from store.runs import RunStore
+from store.webhooks import WebhookStore
 
 log = logging.getLogger("interlock")
 
@@ -44,6 +46,8 @@ class Engine:
     decisions: RedisDecisionLog
     approvals: ApprovalStore
     workers: list[Worker] = field(default_factory=list)
+    webhooks: WebhookSender | None = None
+    """Delivers run-completion webhooks; runs wherever workers run."""
 
 
 @contextlib.asynccontextmanager
@@ -87,7 +91,9 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
         saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
         llm = await stack.enter_async_context(llm_client(settings))
         decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
-        approvals = ApprovalStore(client, prefix=settings.key_prefix)
+        approvals = ApprovalStore(
+            client, prefix=settings.key_prefix, notify_url=settings.approvals_webhook_url
+        )
         context = Context(
             llm=llm,
             redis=client,
@@ -109,7 +115,31 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             )
             worker.start()
             engine.workers.append(worker)
+        if workers > 0:
+            engine.webhooks = await start_webhooks(settings, client)
         try:
             yield engine
         finally:
             await asyncio.gather(*(w.stop(settings.shutdown_grace_s) for w in engine.workers))
+            if engine.webhooks is not None:
+                await engine.webhooks.stop()
+
+
+async def start_webhooks(settings: Settings, client: aredis.Redis) -> WebhookSender:
+    """The process's webhook sender, signing with ``INTERLOCK_WEBHOOK_SECRET`` or the
+    secret kept in Redis."""
+    store = WebhookStore(client, prefix=settings.key_prefix)
+    await store.setup()
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    secret = secret or await store.secret()
+    sender = WebhookSender(
+        store,
+        secret,
+        timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts,
+        base_delay_s=settings.webhook_retry_base_s,
+        max_delay_s=settings.webhook_retry_max_s,
+        lease_ms=settings.lease_ms,
+    )
+    sender.start()
+    return sender

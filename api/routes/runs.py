@@ -24,7 +24,7 @@ from api.deps import EngineDep
 from api.responses import JSONResponse
 from api.routes.assistants import resolve_assistant_async, run_settings
 from api.routes.threads import delete_thread_and_checkpoints, get_thread_admin, require_thread
-from api.schemas import RunCreate, RunsCancel, iso
+from api.schemas import MAX_OFFSET, RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
 from runs.engine import Engine
@@ -49,6 +49,7 @@ def run_view(record: dict[str, Any]) -> dict[str, Any]:
         "metadata": record["metadata"],
         "multitask_strategy": record["multitask_strategy"],
         "kwargs": record["kwargs"],
+        **({"webhook_delivery": record["webhook_delivery"]} if "webhook_delivery" in record else {}),
     }
 
 
@@ -62,7 +63,7 @@ def _input_adapter(graph_id: str, schema: Any) -> TypeAdapter[Any]:
     return _adapters[graph_id]
 
 
-def _check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
+def check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
     schema = engine.registry.get(graph_id).builder.input_schema
     try:
         _input_adapter(graph_id, schema).validate_python(value)
@@ -103,11 +104,14 @@ async def submit_run(
     thread_id: str,
     body: RunCreate,
     publish: list[StreamMode],
+    *,
+    run_id: str | None = None,
 ) -> tuple[str, str]:
     """Validate, then record and enqueue the run. Returns ``(run_id, status)``.
 
     ``request`` carries the trace context to continue (None for runs the service starts
-    itself, such as crons).
+    itself, such as crons). ``run_id``: the id to give the run (a new one by default); a
+    run of that id that exists already is a Conflict, and nothing is written.
     """
     if not principal.can(Access.WRITE):
         # An approver may answer a pending interrupt, and do nothing else.
@@ -120,7 +124,7 @@ async def submit_run(
     if body.input is None and body.command is None:
         raise InvalidInput("send 'input' to start the graph or 'command' to resume it")
     if body.input is not None:
-        _check_input(engine, graph_id, body.input)
+        check_input(engine, graph_id, body.input)
     is_resume = body.command is not None and body.command.resume is not None
     answering: list[Answering] = []
     if is_resume:
@@ -153,8 +157,9 @@ async def submit_run(
         durability=body.durability,
         trace_context=carrier,
         tenant=principal.tenant,
+        webhook=body.webhook,
     )
-    run_id = new_id()
+    run_id = run_id or new_id()
     status = await engine.store.create_run(
         run_id=run_id,
         thread_id=thread_id,
@@ -320,7 +325,7 @@ async def stateless_batch(
         try:
             assistant = await resolve_assistant_async(engine, body.assistant_id, principal.tenant)
             if body.input is not None:
-                _check_input(engine, assistant["graph_id"], body.input)
+                check_input(engine, assistant["graph_id"], body.input)
         except (NotFound, InvalidInput) as e:
             raise type(e)(f"runs[{i}]: {e.message}") from None
     created = []
@@ -348,7 +353,7 @@ async def recent_runs(
     engine: EngineDep,
     principal: PrincipalDep,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[dict[str, Any]]:
     """The tenant's runs across all threads, newest first (not in the LangGraph protocol)."""
     return [run_view(r) for r in await engine.store.recent_runs(principal.tenant, limit=limit, offset=offset)]
@@ -356,7 +361,11 @@ async def recent_runs(
 
 @router.get("/threads/{thread_id}/runs")
 async def list_runs(
-    thread_id: str, engine: EngineDep, principal: PrincipalDep, limit: int = 10, offset: int = 0
+    thread_id: str,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    limit: int = Query(10, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[dict[str, Any]]:
     await require_thread(engine, thread_id, principal.tenant)
     return [run_view(r) for r in await engine.store.list_runs(thread_id, limit=limit, offset=offset)]
