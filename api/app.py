@@ -15,7 +15,7 @@ from api.auth import Authenticator, authenticate
 from api.deadlines import enforce_deadlines
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import approvals, assistants, decisions, meta, runs, threads
+from api.routes import approvals, assistants, decisions, meta, runs, threads, triggers
 from core.settings import Settings
 from core.tracing import configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, decisions, approvals):
+    for module in (meta, assistants, threads, runs, decisions, approvals, triggers):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
