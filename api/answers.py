@@ -12,7 +12,7 @@ from typing import Any
 from api.auth import Principal
 from core.errors import Forbidden
 from runs.engine import Engine
-from store.approvals import Answering
+from store.approvals import Answering, approval_id
 
 
 def pending_interrupts(record: dict[str, Any]) -> list[str]:
@@ -36,17 +36,19 @@ async def answered_approvals(
     else:
         return resume, []
     answering: list[Answering] = []
-    for approval_id, value in list(answers.items()):
-        approval = await engine.approvals.get(approval_id, principal.tenant)
+    for interrupt_id, value in list(answers.items()):
+        approval = await engine.approvals.get_in(
+            record["thread_id"], approval_id(record["thread_id"], interrupt_id)
+        )
         if approval is None:
-            continue  # an interrupt that is not an approval step
+            continue  # an interrupt that is not an approval step (or of a copied thread)
         if not principal.may_decide(approval["assignee"]):
             raise Forbidden(
-                f"approval {approval_id} is assigned to {approval['assignee']}; "
+                f"approval {approval['id']} is assigned to {approval['assignee']}; "
                 f"this key ({principal.key_id}) may not decide it"
             )
         if isinstance(value, dict):
             value = {**value, "decided_by": principal.label}
-            answers[approval_id] = value
+            answers[interrupt_id] = value
         answering.append(engine.approvals.answering(approval, value, principal.label))
     return (answers if as_map else answers[pending[0]]), answering

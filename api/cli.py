@@ -121,6 +121,31 @@ def _keys(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _webhooks(args: argparse.Namespace) -> int:
+    """``interlock webhooks secret``: the key receivers verify signatures with —
+    ``INTERLOCK_WEBHOOK_SECRET`` when set, else the one kept in the service's Redis (made
+    now if no process has needed it yet)."""
+    from core.redis import redis_connection
+    from store.webhooks import WebhookStore
+
+    settings = Settings()
+    if settings.webhook_secret and settings.webhook_secret.get_secret_value():
+        print(settings.webhook_secret.get_secret_value())
+        print("interlock: from INTERLOCK_WEBHOOK_SECRET", file=sys.stderr)
+        return 0
+    url = settings.redis_url
+    sock = (settings.data_dir / "redis" / "redis.sock").resolve()
+    if url is None and sock.exists():
+        url = f"unix://{sock}"
+
+    async def run() -> str:
+        async with redis_connection(url, settings.data_dir, settings.redis_appendfsync) as (client, _):
+            return await WebhookStore(client, prefix=settings.key_prefix).secret()
+
+    print(asyncio.run(run()))
+    return 0
+
+
 def _tenant(value: str) -> str:
     import re
 
@@ -229,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     revoke = keys.add_parser("revoke", help="delete a key by its id (effective within 5 s)")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_keys)
+    webhooks = sub.add_parser("webhooks", help="run-completion webhooks").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    webhooks.add_parser(
+        "secret", help="print the secret that signs webhook requests (X-Interlock-Signature)"
+    ).set_defaults(func=_webhooks)
     model = sub.add_parser("model", help="the embedded local LLM").add_subparsers(
         dest="model_command", required=True
     )

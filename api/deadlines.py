@@ -88,7 +88,7 @@ async def expire(engine: Engine, approval_id: str, deadline: int) -> None:
     answer = {"decision": decision, "comment": "the deadline passed", "decided_by": ACTOR}
     system = Principal(tenant=approval["tenant"], roles=("admin",), key_id="system", name=ACTOR)
     body = RunCreate.model_validate(
-        {"assistant_id": approval["assistant_id"], "command": {"resume": {approval_id: answer}}}
+        {"assistant_id": approval["assistant_id"], "command": {"resume": {approval["interrupt_id"]: answer}}}
     )
     try:
         run_id, _ = await submit_run(engine, None, system, approval["thread_id"], body, [])

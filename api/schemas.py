@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runs.payload import ResumeCommand, StreamMode
 
@@ -17,6 +18,11 @@ def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+MAX_OFFSET = 1_000_000_000
+"""Largest paging offset accepted (Redis ranges take 64-bit integers; a bound keeps every
+offset a 422 or a page, never a 500)."""
 
 
 class ThreadCreate(BaseModel):
@@ -93,7 +99,7 @@ class AssistantCount(BaseModel):
 
 class AssistantSearch(AssistantCount):
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] = "created_at"
     sort_order: SortOrder = "desc"
     select: list[AssistantField] | None = None
@@ -104,7 +110,7 @@ class AssistantVersionsSearch(BaseModel):
 
     metadata: dict[str, Any] = Field(default_factory=dict)
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AssistantLatest(BaseModel):
@@ -126,7 +132,7 @@ class ThreadCount(BaseModel):
 class ThreadSearch(ThreadCount):
     ids: list[str] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
     sort_order: SortOrder = "desc"
     select: list[ThreadField] | None = None
@@ -215,6 +221,26 @@ class RunsCancel(BaseModel):
     status: Literal["pending", "running", "all"] | None = None
 
 
+def check_webhook_url(url: str | None) -> str | None:
+    """An absolute http(s) URL with a host, as given; anything else is refused."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError("webhook must be an http:// or https:// URL; it is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "webhook must be an absolute http:// or https:// URL with a host, e.g. https://example.com/hook"
+        )
+    if len(url) > 2048 or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(
+            "webhook must be a URL of at most 2048 characters without spaces or control characters"
+        )
+    return url
+
+
 class RunCreate(BaseModel):
     """Body of ``POST /threads/{id}/runs{,/stream,/wait}``."""
 
@@ -239,6 +265,13 @@ class RunCreate(BaseModel):
     on_completion: Literal["delete", "keep"] | None = None
     """Stateless runs (``/runs…``) only: delete their temporary thread afterwards (default) or keep it."""
     durability: Literal["sync", "async", "exit"] | None = None
+    webhook: str | None = None
+    """An http(s) URL that gets a signed POST of the run when it ends (README: Webhooks)."""
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        return check_webhook_url(url)
 
     @model_validator(mode="after")
     def _input_or_command(self) -> RunCreate:

@@ -141,6 +141,23 @@ class Settings(BaseSettings):
     """Keys from the environment, as JSON: ``[{"key": "…", "tenant": "acme", "roles":
     ["operator"]}]``. Keys made with ``interlock keys create`` live in Redis instead."""
 
+    webhook_secret: SecretStr | None = None
+    """Key of the HMAC-SHA256 signature on every webhook request. Unset: one is made at
+    first use and kept in Redis, shared by every process (``interlock webhooks secret``)."""
+
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    """Per-attempt timeout of a webhook request (connect, send and answer)."""
+
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    """Attempts at a webhook delivery before it is given up (connect errors, timeouts,
+    429 and 5xx are retried; other 4xx answers end it at once)."""
+
+    webhook_retry_base_s: float = Field(default=1.0, gt=0)
+    """Delay before the first retry; it doubles with each attempt (with jitter)."""
+
+    webhook_retry_max_s: float = Field(default=300.0, gt=0)
+    """Longest delay between two attempts."""
+
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""
 

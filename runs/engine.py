@@ -20,11 +20,13 @@ from core.settings import Settings
 from graphs.registry import GraphRegistry
 from runs.compile import CompiledGraph, compile_all
 from runs.events import RedisEventBus
+from runs.webhooks import WebhookSender
 from runs.worker import Worker
 from store.approvals import ApprovalStore
 from store.checkpoint import AsyncRedisSaver
 from store.decisions import RedisDecisionLog
 from store.runs import RunStore
+from store.webhooks import WebhookStore
 
 log = logging.getLogger("interlock")
 
@@ -45,6 +47,8 @@ class Engine:
     decisions: RedisDecisionLog
     approvals: ApprovalStore
     workers: list[Worker] = field(default_factory=list)
+    webhooks: WebhookSender | None = None
+    """Delivers run-completion webhooks; runs wherever workers run."""
 
 
 @contextlib.asynccontextmanager
@@ -112,7 +116,31 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             )
             worker.start()
             engine.workers.append(worker)
+        if workers > 0:
+            engine.webhooks = await start_webhooks(settings, client)
         try:
             yield engine
         finally:
             await asyncio.gather(*(w.stop(settings.shutdown_grace_s) for w in engine.workers))
+            if engine.webhooks is not None:
+                await engine.webhooks.stop()
+
+
+async def start_webhooks(settings: Settings, client: aredis.Redis) -> WebhookSender:
+    """The process's webhook sender, signing with ``INTERLOCK_WEBHOOK_SECRET`` or the
+    secret kept in Redis."""
+    store = WebhookStore(client, prefix=settings.key_prefix)
+    await store.setup()
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    secret = secret or await store.secret()
+    sender = WebhookSender(
+        store,
+        secret,
+        timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts,
+        base_delay_s=settings.webhook_retry_base_s,
+        max_delay_s=settings.webhook_retry_max_s,
+        lease_ms=settings.lease_ms,
+    )
+    sender.start()
+    return sender

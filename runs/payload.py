@@ -53,3 +53,5 @@ class RunPayload(BaseModel):
     """W3C trace context of the request that created the run (``traceparent``…)."""
     tenant: str = "default"
     """Whose run it is; decisions and anything else the run writes carry it."""
+    webhook: str | None = None
+    """http(s) URL that gets a signed POST of the run when it ends (``runs/webhooks.py``)."""

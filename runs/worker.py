@@ -32,7 +32,7 @@ from core.ids import new_id, now_ms
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
 from runs.payload import RunPayload
-from store.approvals import ApprovalStore
+from store.approvals import ApprovalStore, approval_id
 from store.checkpoint import AsyncRedisSaver
 from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
 
@@ -106,7 +106,8 @@ def _approvals(snapshot: Any, payload: RunPayload, thread_id: str, run_id: str) 
             deadline_s = request.get("deadline_s")
             found.append(
                 {
-                    "id": intr.id,
+                    "id": approval_id(thread_id, intr.id),
+                    "interrupt_id": intr.id,
                     "tenant": payload.tenant,
                     "thread_id": thread_id,
                     "run_id": run_id,

@@ -1,7 +1,8 @@
 """Approvals: the human approval steps a run waits on, their deadlines and audit trail.
 
 An approval is made by the worker when a run pauses on an approval interrupt (its id is
-the interrupt's id), and decided when a run that answers it is created: that write and the
+derived from the thread and the interrupt id: a copied thread has the same interrupt ids,
+but approvals of its own), and decided when a run that answers it is created: that write and the
 run's creation are one Lua script (``CREATE_RUN`` in ``store/runs_lua.py``), so an
 approval is answered exactly once, and a 2xx means the run that carries the answer exists.
 
@@ -11,6 +12,7 @@ approval is answered exactly once, and a 2xx means the run that carries the answ
 |                             |        | ``status`` (pending, decided), ``decision`` (JSON),      |
 |                             |        | ``decided_at``, ``resume_run``, ``assignee``             |
 | ``P appr:{t}:<id>:audit``   | list   | the approval's audit entries (JSON), append-only         |
+| ``P appr:{t}``              | set    | the thread's approval ids (deleted with the thread)      |
 | ``P approvals:<tenant>``    | zset   | the tenant's approval ids by request time (ms)           |
 | ``P approvals:where``       | hash   | approval id → thread id                                  |
 | ``P approvals:due``         | zset   | pending approvals' ids by deadline (ms)                  |
@@ -19,6 +21,7 @@ approval is answered exactly once, and a 2xx means the run that carries the answ
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +32,12 @@ from core import jsonutil
 from core.ids import now_ms
 from store.keys import check_prefix
 
-# KEYS: approval, audit list, tenant index, where, due, tenant audit stream.
+# KEYS: approval, audit list, tenant index, where, due, tenant audit stream, thread's set.
 # ARGV: id, thread_id, doc, requested_at, deadline ('' none), audit entry, assignee.
 # Returns 1 when made, 0 when it existed (the step was re-executed after a take-over).
 _RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[7], ARGV[1])
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'status', 'pending', 'assignee', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
@@ -58,6 +62,14 @@ return 1
 """
 
 
+APPROVAL_IDS = uuid.UUID("6f0c5a8e-29a4-4c51-9a52-3f1d0f3e7a10")
+
+
+def approval_id(thread_id: str, interrupt_id: str) -> str:
+    """The id of the approval of ``interrupt_id`` on ``thread_id``."""
+    return uuid.uuid5(APPROVAL_IDS, f"{thread_id}:{interrupt_id}").hex
+
+
 @dataclass(frozen=True)
 class Answering:
     """An approval answered by a run being created: what ``CREATE_RUN`` writes."""
@@ -80,6 +92,31 @@ class ApprovalStore:
     def key(self, thread_id: str, approval_id: str) -> str:
         return f"{self.prefix}appr:{{{thread_id}}}:{approval_id}"
 
+    def thread_set(self, thread_id: str) -> str:
+        return f"{self.prefix}appr:{{{thread_id}}}"
+
+    async def thread_keys(self, thread_id: str) -> list[str]:
+        """The keys of the thread's approvals (deleted with the thread, atomically)."""
+        ids: Any = await self.client.smembers(self.thread_set(thread_id))
+        keys = [self.thread_set(thread_id)]
+        for raw in ids:
+            key = self.key(thread_id, raw.decode())
+            keys += [key, key + ":audit"]
+        return keys
+
+    async def forget(self, thread_id: str, tenant: str, approval_ids: Sequence[str]) -> None:
+        """Drop deleted approvals from the indexes (the tenant's audit stream keeps them)."""
+        if approval_ids:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(self.index_key(tenant), *approval_ids)
+            pipe.hdel(self.where_key, *approval_ids)
+            pipe.zrem(self.due_key, *approval_ids)
+            await pipe.execute()
+
+    async def get_in(self, thread_id: str, approval_id: str) -> dict[str, Any] | None:
+        found = await self._many([(thread_id, approval_id)])
+        return found[0] if found else None
+
     def index_key(self, tenant: str) -> str:
         return f"{self.prefix}approvals:{tenant}"
 
@@ -101,6 +138,7 @@ class ApprovalStore:
                 keys=[
                     self.key(doc["thread_id"], doc["id"]), self.key(doc["thread_id"], doc["id"]) + ":audit",
                     self.index_key(doc["tenant"]), self.where_key, self.due_key, self.audit_key(doc["tenant"]),
+                    self.thread_set(doc["thread_id"]),
                 ],
                 args=[
                     doc["id"], doc["thread_id"], jsonutil.dumps(doc), doc["requested_at"],

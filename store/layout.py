@@ -18,6 +18,13 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 | ``P runs:<tenant>``          | zset   | ``<thread>|<run>`` of the tenant's latest runs by      |
 |                              |        | creation time (trimmed): the console's runs page       |
 | ``P queue``                  | stream | runs ready to execute; consumer group ``workers``      |
+| ``P webhooks``               | stream | webhook deliveries of ended runs, written with their   |
+|                              |        | outcome; consumer group ``webhooks``                   |
+| ``P webhooks:due``           | zset   | deliveries waiting for a retry, by due time (ms); also |
+|                              |        | the lease of a retry under way                         |
+| ``P webhook:<delivery>``     | hash   | one delivery waiting for a retry: url, body, attempts  |
+| ``P webhooks:secret``        | string | signing secret made at first use (when                 |
+|                              |        | ``INTERLOCK_WEBHOOK_SECRET`` is unset)                 |
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QUEUE_GROUP = "workers"
+WEBHOOK_GROUP = "webhooks"
 
 DEFAULT_TENANT = "default"
 """The tenant of records written before tenants existed, and of everything when
@@ -74,3 +82,18 @@ class Layout:
     @property
     def queue(self) -> str:
         return f"{self.prefix}queue"
+
+    @property
+    def webhooks(self) -> str:
+        return f"{self.prefix}webhooks"
+
+    @property
+    def webhooks_due(self) -> str:
+        return f"{self.prefix}webhooks:due"
+
+    def webhook(self, delivery_id: str) -> str:
+        return f"{self.prefix}webhook:{delivery_id}"
+
+    @property
+    def webhook_secret(self) -> str:
+        return f"{self.prefix}webhooks:secret"

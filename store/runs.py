@@ -156,21 +156,24 @@ class RunStore:
         due_key: str = "",
     ) -> RunStatus:
         """Write the run record and enqueue it (or queue it behind the thread's active
-        run) in one atomic step. Raises NotFound/Conflict and then writes nothing."""
+        run) in one atomic step. Raises NotFound/Conflict and then writes nothing.
+
+        ``payload["webhook"]``, when set, is noted on the run record: whatever ends the run
+        records the webhook's delivery in the same step (``store/webhooks.py``)."""
         k = self.keys
         try:
             status = await self._create_run(
                 keys=[
                     k.thread(thread_id), k.thread_runs(thread_id), k.thread_pending(thread_id),
                     k.run(thread_id, run_id), k.queue, k.threads(tenant), k.fence(thread_id),
-                    k.recent_runs(tenant),
+                    k.recent_runs(tenant), k.webhooks,
                     *([audit_key, due_key, *(a.key for a in answering)] if answering else []),
                 ],
                 args=[
                     run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
                     k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, tenant,
-                    RECENT_RUNS,
+                    RECENT_RUNS, payload.get("webhook") or "",
                     *(v for a in answering for v in (
                         jsonutil.dumps(a.decision), jsonutil.dumps(a.audit), a.approval_id,
                     )),
@@ -195,7 +198,7 @@ class RunStore:
             result = await self._cancel_run(
                 keys=[
                     k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
-                    k.queue, k.fence(thread_id), k.thread_runs(thread_id),
+                    k.queue, k.fence(thread_id), k.thread_runs(thread_id), k.webhooks,
                 ],
                 args=[
                     run_id, thread_id, now_ms(), k.run_prefix(thread_id), self.events_maxlen,
@@ -338,14 +341,15 @@ class RunStore:
         end: Mapping[str, Any],
         token: str,
     ) -> bool:
-        """Record the outcome, close the event stream, ack the queue entry and start the
-        thread's next pending run — atomically, and only while ``token`` still owns the
-        run. Returns False (and writes nothing) when it does not."""
+        """Record the outcome (and the webhook's delivery, if the run has one), close the
+        event stream, ack the queue entry and start the thread's next pending run —
+        atomically, and only while ``token`` still owns the run. Returns False (and writes
+        nothing) when it does not."""
         k = self.keys
         done = await self._finish_run(
             keys=[
                 k.thread(thread_id), k.thread_pending(thread_id), k.run(thread_id, run_id),
-                k.queue, k.events(thread_id, run_id), k.fence(thread_id),
+                k.queue, k.events(thread_id, run_id), k.fence(thread_id), k.webhooks,
             ],
             args=[
                 run_id, now_ms(), run_status, thread_status, jsonutil.dumps(values),
@@ -481,4 +485,20 @@ def _run_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
         "multitask_strategy": raw[b"multitask_strategy"].decode(),
         "kwargs": jsonutil.loads(raw[b"payload"]),
         "tenant": _tenant(raw),
+        **_webhook_delivery(raw),
+    }
+
+
+def _webhook_delivery(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """``{"webhook_delivery": {status, attempts, last_error}}`` once the run's webhook is
+    due (``pending`` → ``retrying`` → ``delivered`` | ``failed``), else nothing."""
+    status = raw.get(b"webhook_status")
+    if status is None:
+        return {}
+    return {
+        "webhook_delivery": {
+            "status": status.decode(),
+            "attempts": int(raw.get(b"webhook_attempts", b"0")),
+            "last_error": _text(raw.get(b"webhook_error")),
+        }
     }

@@ -18,11 +18,31 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
+# Shared by the scripts that end a run: when the run has a webhook, record its delivery in
+# the same atomic step as the outcome, so no crash can lose it. The entry is a snapshot of
+# the run (it outlives the run record, which a stateless run deletes); runs/webhooks.py
+# delivers it. A run without a webhook costs one HGET here and nothing else.
+NOTIFY_FN = """
+local function notify(webhooks, run_key, status, now, values, end_data)
+  local url = redis.call('HGET', run_key, 'webhook')
+  if not url then return end
+  local r = redis.call('HMGET', run_key, 'run_id', 'thread_id', 'assistant_id', 'created_at',
+    'metadata', 'multitask_strategy', 'payload')
+  redis.call('XADD', webhooks, '*', 'url', url, 'r', r[1], 't', r[2], 'a', r[3] or '',
+    'c', r[4] or now, 'u', now, 'status', status, 'm', r[5] or '{}', 's', r[6] or '',
+    'k', r[7] or '{}', 'v', values, 'e', end_data)
+  redis.call('HSET', run_key, 'webhook_status', 'pending')
+end
+"""
+
 # Shared by the scripts that cancel a run: mark it interrupted, move the thread's fence
 # away from its owner (whose next checkpoint or side effect then fails, so it stops at
-# once without writing), and end its event stream.
-CANCEL_FN = """
-local function cancel(run_key, run_id, fence, now, maxlen, ttl)
+# once without writing), and end its event stream. Given the webhooks stream (and the
+# thread, whose last values the delivery carries), the run's webhook is recorded too.
+CANCEL_FN = (
+    NOTIFY_FN
+    + """
+local function cancel(run_key, run_id, fence, now, maxlen, ttl, webhooks, thread)
   local st = redis.call('HGET', run_key, 'status')
   if st ~= 'pending' and st ~= 'running' then return false end
   redis.call('HSET', run_key, 'status', 'interrupted', 'updated_at', now, 'cancel_reason', 'cancelled')
@@ -30,12 +50,16 @@ local function cancel(run_key, run_id, fence, now, maxlen, ttl)
     redis.call('SET', fence, 'cancelled:' .. run_id)
   end
   local ev = run_key .. ':ev'
-  redis.call('XADD', ev, 'MAXLEN', '~', maxlen, '*', 'e', '__end__',
-    'd', '{"status":"interrupted","cancelled":true}')
+  local end_data = '{"status":"interrupted","cancelled":true}'
+  redis.call('XADD', ev, 'MAXLEN', '~', maxlen, '*', 'e', '__end__', 'd', end_data)
   redis.call('EXPIRE', ev, ttl)
+  if webhooks then
+    notify(webhooks, run_key, 'interrupted', now, redis.call('HGET', thread, 'values') or 'null', end_data)
+  end
   return true
 end
 """
+)
 
 PROMOTE_FN = """
 local function promote(thread, pending, queue, run_prefix, thread_id, now)
@@ -52,7 +76,8 @@ end
 """
 
 # Shared by the scripts that roll a run back: stop it like a cancel, mark it, and queue a
-# rollback job (field 'k') for a worker, who deletes the run's checkpoints.
+# rollback job (field 'k') for a worker, who deletes the run's checkpoints. A rolled-back
+# run is deleted, so it sends no webhook.
 ROLL_BACK_FN = """
 local function roll_back(run_key, run_id, thread_id, fence, queue, now, maxlen, ttl)
   if cancel(run_key, run_id, fence, now, maxlen, ttl) then
@@ -67,8 +92,9 @@ end
 #       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
 # (threads is the tenant's index; another tenant's thread is 'no_thread')
 # KEYS[8]: the tenant's recent runs (``<thread>|<run>`` by creation time, trimmed to ARGV[15]).
-# Answering approvals (store/approvals.py): KEYS[9] the tenant's audit stream, KEYS[10] the
-# approvals' due set, KEYS[11…] the approvals; ARGV[16…] per approval: decision json,
+# KEYS[9]: the webhooks stream; ARGV[16]: the run's webhook URL ('' for none).
+# Answering approvals (store/approvals.py): KEYS[10] the tenant's audit stream, KEYS[11] the
+# approvals' due set, KEYS[12…] the approvals; ARGV[17…] per approval: decision json,
 # audit entry json, approval id. Any of them not pending: 'approval_decided <n>', and
 # nothing is written.
 CREATE_RUN = (
@@ -77,9 +103,9 @@ CREATE_RUN = (
     + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
-for i = 11, #KEYS do
+for i = 12, #KEYS do
   if redis.call('HGET', KEYS[i], 'status') ~= 'pending' then
-    return redis.error_reply('approval_decided ' .. ARGV[18 + (i - 11) * 3])
+    return redis.error_reply('approval_decided ' .. ARGV[19 + (i - 12) * 3])
   end
 end
 if redis.call('EXISTS', thread) == 0 then
@@ -95,7 +121,7 @@ local active, status = state[1], state[2]
 if active and ARGV[4] == 'reject' then return redis.error_reply('busy') end
 if active and ARGV[4] == 'interrupt' then
   -- The new run preempts the active one, which stops where it is (its state is kept).
-  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13])
+  cancel(ARGV[11] .. active, active, KEYS[7], now, ARGV[12], ARGV[13], KEYS[9], thread)
   active = false
 end
 if active and ARGV[4] == 'rollback' then
@@ -112,18 +138,19 @@ local run_status = 'pending'
 redis.call('HSET', run, 'run_id', run_id, 'thread_id', thread_id, 'assistant_id', ARGV[8],
   'graph_id', ARGV[7], 'created_at', now, 'updated_at', now, 'status', run_status,
   'metadata', ARGV[9], 'multitask_strategy', ARGV[4], 'payload', ARGV[10], 'tenant', ARGV[14])
+if ARGV[16] ~= '' then redis.call('HSET', run, 'webhook', ARGV[16]) end
 redis.call('ZADD', runs, now, run_id)
 redis.call('ZADD', KEYS[8], now, thread_id .. '|' .. run_id)
 if redis.call('ZCARD', KEYS[8]) > tonumber(ARGV[15]) then
   redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -tonumber(ARGV[15]) - 1)
 end
-for i = 11, #KEYS do
-  local j = 16 + (i - 11) * 3
+for i = 12, #KEYS do
+  local j = 17 + (i - 12) * 3
   redis.call('HSET', KEYS[i], 'status', 'decided', 'decision', ARGV[j], 'decided_at', now,
     'resume_run', run_id)
   redis.call('RPUSH', KEYS[i] .. ':audit', ARGV[j + 1])
-  redis.call('XADD', KEYS[9], '*', 'd', ARGV[j + 1])
-  redis.call('ZREM', KEYS[10], ARGV[j + 2])
+  redis.call('XADD', KEYS[10], '*', 'd', ARGV[j + 1])
+  redis.call('ZREM', KEYS[11], ARGV[j + 2])
 end
 if active then
   redis.call('RPUSH', pending, run_id)
@@ -135,10 +162,11 @@ return run_status
 """
 )
 
-# KEYS: thread, pending, run, queue, fence, thread_runs
+# KEYS: thread, pending, run, queue, fence, thread_runs, webhooks
 # ARGV: run_id, thread_id, now, run_key_prefix, events_maxlen, events_ttl_s, action
 # action 'rollback': a pending run is deleted at once; the active run stops and a worker
 # undoes it (the thread stays busy until then). Returns 'cancelled' or 'rolling_back'.
+# A cancelled run's webhook is recorded; a rolled-back (deleted) run sends none.
 CANCEL_RUN = (
     CANCEL_FN
     + PROMOTE_FN
@@ -147,10 +175,12 @@ CANCEL_RUN = (
 local thread, pending, run, queue, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[3]
 if redis.call('LREM', pending, 0, run_id) > 0 then
-  cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
   if ARGV[7] == 'rollback' then
+    cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
     redis.call('DEL', run)
     redis.call('ZREM', KEYS[6], run_id)
+  else
+    cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[7], thread)
   end
   return 'cancelled'
 end
@@ -163,7 +193,7 @@ if ARGV[7] == 'rollback' then
   roll_back(run, run_id, ARGV[2], fence, queue, now, ARGV[5], ARGV[6])
   return 'rolling_back'
 end
-cancel(run, run_id, fence, now, ARGV[5], ARGV[6])
+cancel(run, run_id, fence, now, ARGV[5], ARGV[6], KEYS[7], thread)
 promote(thread, pending, queue, ARGV[4], ARGV[2], now)
 return 'cancelled'
 """
@@ -227,16 +257,19 @@ redis.call('EXPIRE', events, ARGV[5])
 return epoch
 """
 
-# KEYS: thread, pending, run, queue, events, fence
+# KEYS: thread, pending, run, queue, events, fence, webhooks
 # ARGV: run_id, now, run_status, thread_status, values_json, interrupts_json, end_data,
 #       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id, token
 # Returns 1, or -1 when the caller no longer owns the run (fenced out: nothing written).
-FINISH_RUN = """
+FINISH_RUN = (
+    NOTIFY_FN
+    + """
 local thread, pending, run, queue, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, now = ARGV[1], ARGV[2]
 if redis.call('GET', KEYS[6]) ~= ARGV[14] then return -1 end
 redis.call('DEL', KEYS[6])
 redis.call('HSET', run, 'status', ARGV[3], 'updated_at', now)
+notify(KEYS[7], run, ARGV[3], now, ARGV[5], ARGV[7])
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[11], '*', 'e', '__end__', 'd', ARGV[7])
 redis.call('EXPIRE', events, ARGV[12])
 if ARGV[8] ~= '' then
@@ -256,6 +289,7 @@ else
 end
 return 1
 """
+)
 
 # KEYS: run, thread_runs. ARGV: run_id.
 # Deletes an ended run's record and events. Returns 1, or an error: no_run, not_ended.

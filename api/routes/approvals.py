@@ -21,7 +21,7 @@ from api.deps import EngineDep
 from api.graph_path import graph_path
 from api.routes.runs import run_view, submit_run
 from api.routes.threads import thread_view
-from api.schemas import RunCreate, iso
+from api.schemas import MAX_OFFSET, RunCreate, iso
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.ids import now_ms
 from runs.engine import Engine
@@ -110,7 +110,7 @@ async def list_approvals(
     older_than_s: float | None = Query(None, ge=0, description="requested at least this long ago"),
     sort: Literal["newest", "oldest", "deadline"] = "newest",
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[dict[str, Any]]:
     found = await engine.approvals.search(principal.tenant, newest_first=sort != "oldest")
     cutoff = now_ms() - older_than_s * 1000 if older_than_s is not None else None
@@ -185,7 +185,7 @@ async def decide_approval(
     except ValueError as e:
         raise InvalidInput(f"answer not accepted: {e}") from None
     resume = RunCreate.model_validate(
-        {"assistant_id": approval["assistant_id"], "command": {"resume": {approval_id: answer}}}
+        {"assistant_id": approval["assistant_id"], "command": {"resume": {approval["interrupt_id"]: answer}}}
     )
     run_id, status = await submit_run(engine, request, principal, approval["thread_id"], resume, [])
     decided = await require_approval(engine, approval_id, principal.tenant)

@@ -340,6 +340,9 @@ async def get_assistant_graph(
     for node in drawn.get("nodes", []):
         if isinstance(node.get("data"), dict):
             node["data"].pop("id", None)  # the runnable's class path: internal detail
+        if isinstance(node.get("metadata"), dict):
+            # Declared steps keep their spec in node metadata (for the service, not JSON).
+            node["metadata"] = {k: v for k, v in node["metadata"].items() if not k.startswith("interlock_")}
     return drawn
 
 

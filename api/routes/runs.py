@@ -24,7 +24,7 @@ from api.deps import EngineDep
 from api.responses import JSONResponse
 from api.routes.assistants import resolve_assistant_async, run_settings
 from api.routes.threads import delete_thread_and_checkpoints, get_thread_admin, require_thread
-from api.schemas import RunCreate, RunsCancel, iso
+from api.schemas import MAX_OFFSET, RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
 from runs.engine import Engine
@@ -49,6 +49,7 @@ def run_view(record: dict[str, Any]) -> dict[str, Any]:
         "metadata": record["metadata"],
         "multitask_strategy": record["multitask_strategy"],
         "kwargs": record["kwargs"],
+        **({"webhook_delivery": record["webhook_delivery"]} if "webhook_delivery" in record else {}),
     }
 
 
@@ -153,6 +154,7 @@ async def submit_run(
         durability=body.durability,
         trace_context=carrier,
         tenant=principal.tenant,
+        webhook=body.webhook,
     )
     run_id = new_id()
     status = await engine.store.create_run(
@@ -348,7 +350,7 @@ async def recent_runs(
     engine: EngineDep,
     principal: PrincipalDep,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[dict[str, Any]]:
     """The tenant's runs across all threads, newest first (not in the LangGraph protocol)."""
     return [run_view(r) for r in await engine.store.recent_runs(principal.tenant, limit=limit, offset=offset)]
@@ -356,7 +358,11 @@ async def recent_runs(
 
 @router.get("/threads/{thread_id}/runs")
 async def list_runs(
-    thread_id: str, engine: EngineDep, principal: PrincipalDep, limit: int = 10, offset: int = 0
+    thread_id: str,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    limit: int = Query(10, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[dict[str, Any]]:
     await require_thread(engine, thread_id, principal.tenant)
     return [run_view(r) for r in await engine.store.list_runs(thread_id, limit=limit, offset=offset)]

@@ -281,8 +281,12 @@ async def patch_thread(
 
 async def _delete(engine: Engine, admin: ThreadAdmin, thread_id: str, tenant: str) -> None:
     await require_thread(engine, thread_id, tenant)
-    # The checkpoints go in the same atomic step: they carry the thread's hash tag.
-    await admin.delete(thread_id, engine.saver.thread_keys(thread_id), tenant=tenant)
+    # The checkpoints and approvals go in the same atomic step: they carry the thread's
+    # hash tag. The approvals' index entries go after (the tenant's audit stream stays).
+    approvals = await engine.approvals.thread_keys(thread_id)
+    await admin.delete(thread_id, [*engine.saver.thread_keys(thread_id), *approvals], tenant=tenant)
+    ids = [k.rsplit(":", 1)[1] for k in approvals[1::2]]
+    await engine.approvals.forget(thread_id, tenant, ids)
 
 
 async def delete_thread_and_checkpoints(engine: Engine, thread_id: str, tenant: str) -> None:

@@ -177,8 +177,10 @@ async def test_cancel_errors(http: httpx.AsyncClient, client: LangGraphClient) -
     missing = str(uuid.uuid4())
     assert missing in expect_error(await http.post(f"/threads/{tid}/runs/{missing}/cancel"), 404)
     rollback = await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"action": "rollback"})
-    assert "not supported yet" in expect_error(rollback, 422)
+    assert "already ended" in expect_error(rollback, 409)
+    undo = await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"action": "undo"})
+    expect_error(undo, 422)
     body = {"assistant_id": "support_triage", "input": {"ticket": "x", "customer_id": "c-001"}}
-    strategy = await http.post(f"/threads/{tid}/runs", json={**body, "multitask_strategy": "rollback"})
-    assert "not supported yet" in expect_error(strategy, 422)
+    strategy = await http.post(f"/threads/{tid}/runs", json={**body, "multitask_strategy": "sometimes"})
+    expect_error(strategy, 422)
     assert len(await client.runs.list(tid)) == 1

@@ -112,3 +112,10 @@ async def test_recent_runs_across_threads_newest_first(
     assert [r["run_id"] for r in (await http.get("/runs", params={"limit": 2, "offset": 1})).json()] == made[
         1::-1
     ]
+
+
+async def test_paging_bounds_are_422_not_500(http: httpx.AsyncClient) -> None:
+    for path in ("/runs", "/approvals"):
+        expect_error(await http.get(path, params={"offset": 10**20}), 422)
+        expect_error(await http.get(path, params={"limit": 0}), 422)
+    expect_error(await http.post("/threads/search", json={"offset": 10**20}), 422)
