@@ -122,9 +122,9 @@ async def test_a_declined_payment_releases_every_reservation(
     assert final["status"] == "cancelled"
     assert final["reason"] == "payment declined: card declined"
     assert [c["action"] for c in final["compensations"]] == ["release_reservation"] * 2
-    # Reverse order of completion.
-    done = sorted((d for d in final["done"] if d["action"] == "reserve"), key=lambda d: d["at"], reverse=True)
-    assert [c["reservation_id"] for c in final["compensations"]] == [d["reservation_id"] for d in done]
+    # Reverse order of completion (ties: the later journal entry first).
+    done = sorted(enumerate(final["done"]), key=lambda e: (e[1]["at"], e[0]), reverse=True)
+    assert [c["reservation_id"] for c in final["compensations"]] == [d["reservation_id"] for _, d in done]
     assert final["payment"]["status"] == "declined"
     books = _books_agree(demo, order, fulfilled=False)
     assert [p["status"] for p in books["payments"]] == ["declined"]
