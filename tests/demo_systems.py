@@ -39,7 +39,16 @@ class DemoSystemsProcess:
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
     def start(self, timeout_s: float = 60.0) -> None:
-        args = [sys.executable, "-m", "api.cli", "demo-systems", "--port", str(self.port), "--data", str(self.data)]
+        args = [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "demo-systems",
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.data),
+        ]
         if self.callback_url:
             args += ["--callback-url", self.callback_url]
         with self.log_path.open("ab") as log:

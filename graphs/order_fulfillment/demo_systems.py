@@ -83,7 +83,7 @@ class Fault(BaseModel):
     latency_ms: int = Field(default=0, ge=0)
     errors: int = Field(default=0, ge=0)
     """Answer ``error_status`` to this many requests, applying nothing."""
-    error_status: int = Field(default=503, ge=500, le=599)
+    error_status: Literal[429, 500, 502, 503, 504] = 503
     timeouts: int = Field(default=0, ge=0)
     """Apply this many requests, then hang ``timeout_s`` before answering."""
     timeout_s: float = Field(default=30.0, ge=0)

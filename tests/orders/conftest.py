@@ -82,7 +82,9 @@ def service(
 ) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("orders")
     config = root / "langgraph.json"
-    config.write_text(json.dumps({"graphs": {"wait_graph": f"{Path(__file__).parent / 'wait_graph.py'}:build"}}))
+    config.write_text(
+        json.dumps({"graphs": {"wait_graph": f"{Path(__file__).parent / 'wait_graph.py'}:build"}})
+    )
     proc = ServiceProcess(
         {
             "REDIS_URL": redis_url,
@@ -142,7 +144,9 @@ async def finished(client: LangGraphClient, thread_id: str, timeout_s: float = 3
     raise AssertionError(f"thread {thread_id} did not finish: {thread}")
 
 
-async def waiting(client: LangGraphClient, thread_id: str, node: str, timeout_s: float = 20.0) -> dict[str, Any]:
+async def waiting(
+    client: LangGraphClient, thread_id: str, node: str, timeout_s: float = 20.0
+) -> dict[str, Any]:
     """The thread's state once it is interrupted at ``node``."""
     deadline = time.monotonic() + timeout_s
     state: Any = None

@@ -17,7 +17,9 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.orders.conftest import finished, waiting
 
 
-def _order(customer: str = "c-001", amount: float = 120.0, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _order(
+    customer: str = "c-001", amount: float = 120.0, items: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "order_id": f"o-{uuid.uuid4().hex[:10]}",
         "customer_id": customer,
@@ -29,7 +31,10 @@ def _order(customer: str = "c-001", amount: float = 120.0, items: list[dict[str,
 async def _start(client: LangGraphClient, order: dict[str, Any], **config: Any) -> str:
     thread = await client.threads.create()
     await client.runs.create(
-        thread["thread_id"], "order_fulfillment", input=order, config={"configurable": config} if config else None
+        thread["thread_id"],
+        "order_fulfillment",
+        input=order,
+        config={"configurable": config} if config else None,
     )
     return str(thread["thread_id"])
 
@@ -153,7 +158,8 @@ async def test_a_reviewer_rejects_through_the_approvals_api(
     [approval] = await _approvals_of(http, tid)
     assert approval["action"] == "capture_payment" and approval["amount"] == 2000.0
     answer = await http.post(
-        f"/approvals/{approval['approval_id']}/decision", json={"decision": "reject", "comment": "address looks odd"}
+        f"/approvals/{approval['approval_id']}/decision",
+        json={"decision": "reject", "comment": "address looks odd"},
     )
     assert answer.status_code == 200, answer.text
 
@@ -248,10 +254,14 @@ async def test_transient_errors_succeed_on_retry_without_applying_twice(
     assert counts["payments.capture"] == (2, 1)
 
 
-async def test_a_timeout_is_retried_with_the_same_key(client: LangGraphClient, demo: DemoSystemsProcess) -> None:
+async def test_a_timeout_is_retried_with_the_same_key(
+    client: LangGraphClient, demo: DemoSystemsProcess
+) -> None:
     order = _order()
     # The payment system authorizes, then hangs past the step's 2 s timeout.
-    demo.faults({"endpoint": "payments.authorize", "order_id": order["order_id"], "timeouts": 1, "timeout_s": 5})
+    demo.faults(
+        {"endpoint": "payments.authorize", "order_id": order["order_id"], "timeouts": 1, "timeout_s": 5}
+    )
     final = await finished(client, await _start(client, order))
     assert final["status"] == "fulfilled"
     books = _books_agree(demo, order, fulfilled=True)
