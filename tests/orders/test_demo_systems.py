@@ -11,7 +11,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.demo_systems import TRIGGER_SECRET, DemoSystemsProcess
 
@@ -76,7 +76,7 @@ def test_state_and_idempotency_survive_a_restart(demo: DemoSystemsProcess) -> No
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
