@@ -37,103 +37,32 @@ go ahead | ``failed`` — a system or the settlement let it down), ``reservation
 
 from __future__ import annotations
 
-import operator
-import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
-from typing_extensions import TypedDict
 
 from agents.approval import ApprovalSpec, add_approval
 from agents.context import Context
 from agents.decision import Branch, DecisionSpec, Example
 from agents.events import DEADLINE_EVENT, wait_for_event
-from agents.http_step import HttpAnswer, Retry, SystemUnavailable, http_read, http_step
+from agents.http_step import Retry, SystemUnavailable, http_read, http_step
 from agents.nodes import add_decision
 from graphs.order_fulfillment import fraud
+from graphs.order_fulfillment.compensation import UNDO_POLICY, compensate
+from graphs.order_fulfillment.state import Input, Line, State, error_of, now_ms
 
 SETTLEMENT_EVENT = "payment.settled"
 SETTLEMENT_DEADLINE_S = 3600.0
 """How long a captured payment may take to settle (``configurable.settlement_deadline_s``)."""
 
 CALLS = Retry(attempts=4, timeout_s=2.0, backoff_s=0.1, max_backoff_s=1.0)
-UNDO = Retry(attempts=6, timeout_s=2.0, backoff_s=0.2, max_backoff_s=2.0)
-"""Compensations try harder; when even that fails the node is retried (``UNDO_POLICY``)."""
-UNDO_POLICY = RetryPolicy(
-    retry_on=SystemUnavailable, max_attempts=5, initial_interval=1.0, backoff_factor=2.0, max_interval=8.0
-)
 SHIP_POLICY = RetryPolicy(
     retry_on=SystemUnavailable, max_attempts=4, initial_interval=1.0, backoff_factor=2.0, max_interval=8.0
 )
 """Once paid and settled an order goes forward: shipping being down is waited out."""
-
-
-class Item(TypedDict):
-    sku: str
-    qty: int
-
-
-class Input(TypedDict):
-    order_id: str
-    customer_id: str
-    items: list[Item]
-    amount: float
-
-
-def by_line(left: list[dict[str, Any]] | None, right: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Reservations keyed by order line: a later write about a line updates it."""
-    merged = {r["line"]: r for r in left or []}
-    for r in right or []:
-        merged[r["line"]] = {**merged.get(r["line"], {}), **r}
-    return [merged[k] for k in sorted(merged)]
-
-
-class State(TypedDict, total=False):
-    order_id: str
-    customer_id: str
-    items: list[Item]
-    amount: float
-    problems: list[str]
-    reservations: Annotated[list[dict[str, Any]], by_line]
-    fraud: dict[str, Any]
-    customer_history: dict[str, Any]
-    payment: dict[str, Any] | None
-    branches: Annotated[list[dict[str, Any]], operator.add]
-    """``{"branch", "started_at", "ended_at"}`` (ms since the epoch) per parallel branch."""
-    joined_at: int
-    route: str | None
-    decision: dict[str, Any] | None
-    approval: dict[str, Any] | None
-    settlement: dict[str, Any] | None
-    shipment: dict[str, Any] | None
-    done: Annotated[list[dict[str, Any]], operator.add]
-    """What was done that may need undoing, as it finished."""
-    failure: str | None
-    compensations: Annotated[list[dict[str, Any]], operator.add]
-    notification: dict[str, Any] | None
-    status: Literal["processing", "fulfilled", "cancelled", "failed"]
-    reason: str | None
-
-
-class Line(TypedDict):
-    """What one ``reserve_item`` task gets (``Send``)."""
-
-    order_id: str
-    line: int
-    sku: str
-    qty: int
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _error(answer: HttpAnswer) -> str:
-    body = answer.body if isinstance(answer.body, dict) else {}
-    return str(body.get("reason") or body.get("error") or f"http {answer.status}")
 
 
 # --- validate, then three branches in parallel ---
@@ -167,7 +96,7 @@ def fan_out(state: State) -> list[Send | str]:
 
 
 async def reserve_item(line: Line, runtime: Runtime[Context]) -> State:
-    started = _now()
+    started = now_ms()
     request = {"order_id": line["order_id"], "sku": line["sku"], "qty": line["qty"]}
     base = {"line": line["line"], "sku": line["sku"], "qty": line["qty"]}
     done: list[dict[str, Any]] = []
@@ -178,17 +107,17 @@ async def reserve_item(line: Line, runtime: Runtime[Context]) -> State:
     except SystemUnavailable as e:
         result = {**base, "status": "unknown", "error": e.reason}
         done.append({"action": "reserve", "line": line["line"], "uncertain": True, "key": e.idempotency_key,
-                     "request": request, "at": _now()})  # fmt: skip
+                     "request": request, "at": now_ms()})  # fmt: skip
     else:
         if answer.ok:
             result = {**base, "status": "held", "reservation_id": answer.body["reservation_id"]}
             done.append({"action": "reserve", "line": line["line"], "reservation_id": answer.body["reservation_id"],
-                         "at": _now()})  # fmt: skip
+                         "at": now_ms()})  # fmt: skip
         elif answer.body.get("error") == "out_of_stock":
             result = {**base, "status": "out_of_stock", "available": answer.body.get("available")}
         else:
-            result = {**base, "status": "refused", "error": _error(answer)}
-    ended = _now()
+            result = {**base, "status": "refused", "error": error_of(answer)}
+    ended = now_ms()
     return {
         "reservations": [result],
         "done": done,
@@ -197,7 +126,7 @@ async def reserve_item(line: Line, runtime: Runtime[Context]) -> State:
 
 
 async def fraud_score(state: State, runtime: Runtime[Context]) -> State:
-    started = _now()
+    started = now_ms()
     customer_id = state["customer_id"]
     try:
         answer = await http_read(
@@ -210,12 +139,12 @@ async def fraud_score(state: State, runtime: Runtime[Context]) -> State:
     return {
         "fraud": result,
         "customer_history": history,
-        "branches": [{"branch": "fraud_score", "started_at": started, "ended_at": _now()}],
+        "branches": [{"branch": "fraud_score", "started_at": started, "ended_at": now_ms()}],
     }
 
 
 async def authorize_payment(state: State, runtime: Runtime[Context]) -> State:
-    started = _now()
+    started = now_ms()
     request = {"order_id": state["order_id"], "customer_id": state["customer_id"], "amount": state["amount"]}
     done: list[dict[str, Any]] = []
     try:
@@ -225,7 +154,7 @@ async def authorize_payment(state: State, runtime: Runtime[Context]) -> State:
     except SystemUnavailable as e:
         payment: dict[str, Any] = {"status": "unknown", "amount": state["amount"], "error": e.reason}
         done.append({"action": "authorize", "uncertain": True, "key": e.idempotency_key, "request": request,
-                     "at": _now()})  # fmt: skip
+                     "at": now_ms()})  # fmt: skip
     else:
         if answer.ok:
             payment = {
@@ -233,24 +162,24 @@ async def authorize_payment(state: State, runtime: Runtime[Context]) -> State:
                 "status": "authorized",
                 "amount": state["amount"],
             }
-            done.append({"action": "authorize", "payment_id": payment["payment_id"], "at": _now()})
+            done.append({"action": "authorize", "payment_id": payment["payment_id"], "at": now_ms()})
         elif answer.status == 402:
             payment = {
                 "payment_id": answer.body.get("payment_id"),
                 "status": "declined",
-                "reason": _error(answer),
+                "reason": error_of(answer),
             }
         else:
-            payment = {"status": "refused", "error": _error(answer)}
+            payment = {"status": "refused", "error": error_of(answer)}
     return {
         "payment": payment,
         "done": done,
-        "branches": [{"branch": "authorize_payment", "started_at": started, "ended_at": _now()}],
+        "branches": [{"branch": "authorize_payment", "started_at": started, "ended_at": now_ms()}],
     }
 
 
 async def join(state: State) -> State:
-    return {"joined_at": _now()}
+    return {"joined_at": now_ms()}
 
 
 def after_join(state: State) -> Literal["risk_decision", "compensate"]:
@@ -353,14 +282,14 @@ async def capture_payment(state: State, runtime: Runtime[Context]) -> State:
     except SystemUnavailable as e:
         return {
             "payment": {**payment, "capture": "unknown"},
-            "done": [{"action": "capture", "payment_id": pid, "uncertain": True, "at": _now()}],
+            "done": [{"action": "capture", "payment_id": pid, "uncertain": True, "at": now_ms()}],
             "failure": f"payment capture failed: {e.reason}",
         }
     if not answer.ok:
-        return {"failure": f"payment capture refused: {_error(answer)}"}
+        return {"failure": f"payment capture refused: {error_of(answer)}"}
     return {
         "payment": {**payment, "status": "captured"},
-        "done": [{"action": "capture", "payment_id": pid, "at": _now()}],
+        "done": [{"action": "capture", "payment_id": pid, "at": now_ms()}],
     }
 
 
@@ -386,7 +315,7 @@ async def await_settlement(state: State, config: RunnableConfig, *, runtime: Run
             "failure": f"payment {payment['payment_id']} not settled within {deadline_s:g} s",
         }
     return {
-        "settlement": {"status": "settled", "event_id": value.get("event_id"), "received_at": _now()},
+        "settlement": {"status": "settled", "event_id": value.get("event_id"), "received_at": now_ms()},
         "payment": {**payment, "settled": True},
     }
 
@@ -406,7 +335,7 @@ async def create_shipment(state: State, runtime: Runtime[Context]) -> State:
         runtime, "create_shipment", "POST", "/shipping/shipments", json=request, retry=CALLS
     )
     if not answer.ok:
-        return {"failure": f"shipment refused: {_error(answer)}"}
+        return {"failure": f"shipment refused: {error_of(answer)}"}
     shipped = [{"line": r["line"], "status": "shipped"} for r in state.get("reservations") or []]
     return {
         "shipment": {"shipment_id": answer.body["shipment_id"], "status": answer.body["status"]},
@@ -420,98 +349,6 @@ def after_shipment(state: State) -> Literal["notify", "compensate"]:
     return "notify" if state.get("shipment") else "compensate"
 
 
-# --- undo ---
-
-
-def _why(state: State) -> tuple[Literal["cancelled", "failed"], str]:
-    """The order's outcome and the reason, from what happened."""
-    if problems := state.get("problems"):
-        return "cancelled", "invalid order: " + "; ".join(problems)
-    reservations = state.get("reservations") or []
-    if missing := [r["sku"] for r in reservations if r["status"] == "out_of_stock"]:
-        return "cancelled", "out of stock: " + ", ".join(missing)
-    payment = state.get("payment") or {}
-    if payment.get("status") == "declined":
-        return "cancelled", f"payment declined: {payment.get('reason')}"
-    broken = [f"{r['sku']}: {r.get('error')}" for r in reservations if r["status"] in ("unknown", "refused")]
-    if payment.get("status") in ("unknown", "refused"):
-        broken.append(f"payment: {payment.get('error')}")
-    if broken:
-        return "failed", "a system could not be used: " + "; ".join(broken)
-    if failure := state.get("failure"):
-        return "failed", failure
-    approval = state.get("approval") or {}
-    if state.get("route") == "review" and approval.get("decision") in ("reject", "timeout"):
-        who = approval.get("decided_by") or "the reviewer"
-        comment = f": {approval['comment']}" if approval.get("comment") else ""
-        return "cancelled", f"rejected in review by {who}{comment}"
-    score = (state.get("fraud") or {}).get("score")
-    return "cancelled", f"rejected by the risk decision (fraud score {score})"
-
-
-async def _undo_payment(runtime: Runtime[Context], pid: str, captured: bool) -> dict[str, Any] | None:
-    """Refund a capture or void an authorization — whichever the payment needs now."""
-    first, then = ("refund", "void") if captured else ("void", "refund")
-    for action in (first, then):
-        answer = await http_step(runtime, f"{action}:{pid}", "POST", f"/payments/{pid}/{action}", retry=UNDO)
-        if answer.ok:
-            verb = "refund_payment" if action == "refund" else "void_payment"
-            return {"action": verb, "payment_id": pid, "status": answer.body["status"], "at": _now()}
-        if answer.body.get("error") in ("voided", "refunded", "declined", "not_found"):
-            return None  # nothing (left) to undo
-    return None
-
-
-async def _replay(runtime: Runtime[Context], step: dict[str, Any], path: str, name: str) -> HttpAnswer:
-    """Send an uncertain call again with its own key: the system answers as it did."""
-    return await http_step(runtime, name, "POST", path, json=step["request"], key=step["key"], retry=UNDO)
-
-
-async def compensate(state: State, runtime: Runtime[Context]) -> State:
-    """Undo what was done, last first; each undo is recorded once per key and retried."""
-    status, reason = _why(state)
-    performed: list[dict[str, Any]] = []
-    released: list[dict[str, Any]] = []
-    payment = dict(state.get("payment") or {})
-    journal = sorted(enumerate(state.get("done") or []), key=lambda e: (e[1]["at"], e[0]), reverse=True)
-    captured = any(step["action"] == "capture" for _, step in journal)
-    payment_undone = False
-    for _, step in journal:
-        if step["action"] == "reserve":
-            rid = step.get("reservation_id")
-            if step.get("uncertain"):
-                found = await _replay(
-                    runtime, step, "/inventory/reservations", f"replay_reserve:{step['line']}"
-                )
-                rid = found.body.get("reservation_id") if found.ok else None
-            if rid is None:
-                continue
-            answer = await http_step(
-                runtime, f"release:{rid}", "POST", f"/inventory/reservations/{rid}/release", retry=UNDO
-            )
-            if answer.ok:
-                performed.append({"action": "release_reservation", "reservation_id": rid, "at": _now()})
-                released.append({"line": step["line"], "status": "released"})
-        elif step["action"] in ("capture", "authorize") and not payment_undone:
-            pid = step.get("payment_id")
-            if step.get("uncertain") and step["action"] == "authorize":
-                found = await _replay(runtime, step, "/payments/authorizations", "replay_authorize")
-                pid = found.body.get("payment_id") if found.ok else None
-            if pid is None:
-                continue
-            payment_undone = True
-            if undo := await _undo_payment(runtime, pid, captured):
-                performed.append(undo)
-                payment = {**payment, "payment_id": pid, "status": undo["status"]}
-    return {
-        "compensations": performed,
-        "reservations": released,
-        "payment": payment or None,
-        "status": status,
-        "reason": reason,
-    }
-
-
 async def notify(state: State) -> State:
     """Tell the customer (the message is kept in state; a mail system would send it)."""
     order_id = state["order_id"]
@@ -522,7 +359,7 @@ async def notify(state: State) -> State:
         message = (
             f"We could not fulfil your order {order_id}: {state.get('reason')}. You have not been charged."
         )
-    return {"notification": {"to": state["customer_id"], "message": message, "at": _now()}}
+    return {"notification": {"to": state["customer_id"], "message": message, "at": now_ms()}}
 
 
 def build_graph() -> StateGraph[State, Context, Input, State]:
