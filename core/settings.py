@@ -33,9 +33,10 @@ class StaticKey(BaseModel):
 class TriggerConfig(BaseModel):
     """An inbound event endpoint, ``POST /triggers/<name>`` (``INTERLOCK_TRIGGERS``).
 
-    The sender signs the raw body with ``secret``: header
-    ``X-Interlock-Signature: sha256=<hex HMAC-SHA256>``. The body is an event
-    ``{"id": str, "type": str, "data": {...}}``; the same ``id`` twice is accepted once.
+    The sender signs the raw body with ``secret`` as Interlock signs its webhooks:
+    ``X-Interlock-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``. The
+    body is an event ``{"id": str, "type": str, "data": {...}}``; the same ``id`` twice is
+    accepted once.
     """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")

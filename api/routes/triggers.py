@@ -2,11 +2,13 @@
 for the event.
 
 Triggers are configured (``INTERLOCK_TRIGGERS``), each with its own secret. The sender
-signs the raw request body with it::
+signs the raw request body with it, the way Interlock signs its own webhooks
+(``runs/webhooks.py``), so one scheme serves both directions::
 
-    X-Interlock-Signature: sha256=<hex of HMAC-SHA256(secret, raw body)>
+    X-Interlock-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
 
-A missing or wrong signature is 401 and nothing happens. (The route is public in
+A missing or wrong signature, or one older than five minutes (a replay), is 401 and
+nothing happens. (The route is public in
 ``api/auth.py`` terms: the signature is its authentication, not an API key.) The body is
 an event ``{"id": "<event id>", "type": "<event type>", "data": {...}}``:
 
@@ -27,8 +29,6 @@ has a run already, and a waiting run is resumed exactly once whoever delivers to
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from typing import Any
 
@@ -47,12 +47,15 @@ from core.errors import InvalidInput, NotFound, Unauthenticated
 from core.ids import now_ms
 from core.settings import TriggerConfig
 from runs.engine import Engine
+from runs.webhooks import verify_signature
 
 router = APIRouter(tags=["triggers"])
 
 SIGNATURE_HEADER = "X-Interlock-Signature"
 CLAIM_S = 60
 """How long an event id is held while it is being handled."""
+SIGNATURE_TOLERANCE_S = 300
+"""How old a signature may be."""
 _THREADS = uuid.UUID("0b6a3f0e-54c2-4d0e-9f39-6f1de2a1c7d1")
 """Namespace of the thread ids ``start`` triggers derive from event ids."""
 
@@ -68,15 +71,6 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The ``X-Interlock-Signature`` value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _verified(secret: str, body: bytes, header: str | None) -> bool:
-    return header is not None and hmac.compare_digest(signature(secret, body), header.strip())
-
-
 def _trigger(engine: Engine, name: str) -> TriggerConfig:
     for trigger in engine.settings.triggers:
         if trigger.name == name:
@@ -89,10 +83,11 @@ async def receive_event(name: str, request: Request, engine: EngineDep) -> JSONR
     """Receive a signed event: start a run, or resume the run waiting for it (202)."""
     trigger = _trigger(engine, name)
     raw = await request.body()
-    if not _verified(trigger.secret.get_secret_value(), raw, request.headers.get(SIGNATURE_HEADER)):
+    header = request.headers.get(SIGNATURE_HEADER)
+    if not verify_signature(trigger.secret.get_secret_value(), header, raw, SIGNATURE_TOLERANCE_S):
         raise Unauthenticated(
-            f"missing or wrong {SIGNATURE_HEADER} header: send 'sha256=<hex HMAC-SHA256 of the raw "
-            "body, keyed with the trigger's secret>'"
+            f"missing, wrong or stale {SIGNATURE_HEADER} header: send 't=<unix seconds>,v1=<hex "
+            "HMAC-SHA256 of \"<t>.<raw body>\" keyed with the trigger's secret>', made within 5 minutes"
         )
     try:
         event = Event.model_validate_json(raw)

@@ -37,8 +37,11 @@ CARD_LIMIT = 10_000.0
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The signature header's value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    """The signature header's value for ``body`` as Interlock's triggers check it (the
+    scheme of its webhooks): ``t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``."""
+    t = int(time.time())
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
 
 
 class Fault(BaseModel):

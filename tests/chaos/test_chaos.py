@@ -29,8 +29,9 @@ from typing import Any
 import httpx
 import redis
 
-from api.routes.triggers import SIGNATURE_HEADER, signature
+from api.routes.triggers import SIGNATURE_HEADER
 from core.redis import EmbeddedRedis, free_port
+from runs.webhooks import sign
 from tests.demo_systems import TRIGGER_SECRET, DemoSystemsProcess
 from tests.fakes.openai_server import start_fake_openai
 from tests.service import ServiceProcess
@@ -291,7 +292,7 @@ def test_orders_are_never_left_half_done_when_workers_die(tmp_path: Path) -> Non
                         {"id": f"evt-{order['order_id']}", "type": "order.created", "data": order}
                     )
                     headers = {
-                        SIGNATURE_HEADER: signature(ORDER_SECRET, body.encode()),
+                        SIGNATURE_HEADER: sign(ORDER_SECRET, body.encode()),
                         "content-type": "application/json",
                     }
                     try:

@@ -3,8 +3,6 @@ idempotency keys, state kept across a restart, and the signed settlement callbac
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -13,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+from runs.webhooks import verify_signature
 from tests.demo_systems import TRIGGER_SECRET, DemoSystemsProcess
 
 
@@ -108,8 +107,7 @@ def test_the_settlement_is_signed_retried_and_sent_as_switched(
             time.sleep(0.05)
         assert len(_Receiver.received) == 3  # one failed and retried, then the duplicate
         for headers, body in _Receiver.received:
-            expected = "sha256=" + hmac.new(TRIGGER_SECRET.encode(), body, hashlib.sha256).hexdigest()
-            assert headers["X-Interlock-Signature"] == expected
+            assert verify_signature(TRIGGER_SECRET, headers["X-Interlock-Signature"], body)
             event = json.loads(body)
             assert event == {
                 "id": f"evt-settled-{pid}",

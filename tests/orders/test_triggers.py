@@ -5,25 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
 import httpx
 from langgraph_sdk.client import LangGraphClient
 
-from api.routes.triggers import SIGNATURE_HEADER, signature
+from api.routes.triggers import SIGNATURE_HEADER
+from runs.webhooks import sign
 from tests.api.support import expect_error
 from tests.demo_systems import DemoSystemsProcess
 from tests.orders.conftest import ORDER_SECRET, PING_SECRET, finished, waiting
 
 
 async def _send(
-    http: httpx.AsyncClient, name: str, event: dict[str, Any], secret: str | None, *, tamper: bool = False
+    http: httpx.AsyncClient,
+    name: str,
+    event: dict[str, Any],
+    secret: str | None,
+    *,
+    tamper: bool = False,
+    at: int | None = None,
 ) -> httpx.Response:
     body = json.dumps(event).encode()
     headers = {"content-type": "application/json"}
     if secret is not None:
-        headers[SIGNATURE_HEADER] = signature(secret, body + (b" " if tamper else b""))
+        headers[SIGNATURE_HEADER] = sign(secret, body + (b" " if tamper else b""), at)
     # No API key: triggers authenticate by signature.
     return await http.post(f"/triggers/{name}", content=body, headers={**headers, "x-api-key": ""})
 
@@ -56,6 +64,8 @@ async def test_a_missing_or_wrong_signature_is_401_and_starts_nothing(
     assert "X-Interlock-Signature" in expect_error(await _send(http, "order-created", event, None), 401)
     expect_error(await _send(http, "order-created", event, ORDER_SECRET, tamper=True), 401)
     expect_error(await _send(http, "order-created", event, PING_SECRET), 401)  # another trigger's secret
+    stale = int(time.time()) - 600  # a captured request replayed ten minutes later
+    assert "stale" in expect_error(await _send(http, "order-created", event, ORDER_SECRET, at=stale), 401)
     expect_error(await _send(http, "no-such-trigger", event, ORDER_SECRET), 404)
     # Signed, but not an event this trigger takes, or not an event at all: 422.
     wrong = {"id": "evt-wrong", "type": "order.cancelled", "data": {}}
