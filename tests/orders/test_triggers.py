@@ -162,3 +162,13 @@ async def test_a_wait_past_its_deadline_is_resumed_by_the_reconcile_sweep(client
     assert [(r["key"], r["thread_id"], r["outcome"]) for r in sweep["resumed"]] == [(key, tid, "resumed")]
     got = await _got(client, tid)
     assert got["event"] == "deadline.passed" and got["by"] == "reconcile_payments"
+
+
+async def test_signed_garbage_is_a_422_never_a_5xx(http: httpx.AsyncClient) -> None:
+    for body in (b"not json", b"[]", b'{"id": "x", "data": 5}', b'{"id": "", "type": "test.ping"}', b"{}"):
+        headers = {SIGNATURE_HEADER: sign(PING_SECRET, body), "content-type": "application/json"}
+        answer = await http.post("/triggers/ping", content=body, headers=headers)
+        assert answer.status_code == 422, (body, answer.text)
+    no_key = json.dumps({"id": "evt-nokey", "type": "test.ping", "data": {"other": 1}}).encode()
+    headers = {SIGNATURE_HEADER: sign(PING_SECRET, no_key), "content-type": "application/json"}
+    assert "data.key" in expect_error(await http.post("/triggers/ping", content=no_key, headers=headers), 422)
