@@ -9,7 +9,7 @@ minutes and writes ``bench/results/chaos.md``.
 
 The second test does the same to ``order_fulfillment`` orders (started through the
 signed ``order-created`` trigger, resumed by the demo systems' settlement callbacks),
-for ``CHAOS_ORDER_SECONDS`` (default 15): no order may end with a reservation still held,
+for ``CHAOS_ORDER_SECONDS`` (default 12): no order may end with a reservation still held,
 money captured without a shipment, or a side effect applied twice.
 """
 
@@ -37,7 +37,7 @@ from tests.fakes.openai_server import start_fake_openai
 from tests.service import ServiceProcess
 
 CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "40"))
-CHAOS_ORDER_SECONDS = float(os.environ.get("CHAOS_ORDER_SECONDS", "15"))
+CHAOS_ORDER_SECONDS = float(os.environ.get("CHAOS_ORDER_SECONDS", "12"))
 REPORT = os.environ.get("CHAOS_REPORT")
 LEASE_MS = 1500
 STEPS = 5
