@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8123
 LLM_PORT ?= 8124
 
-.PHONY: serve model test lint format bench bench-api evals chaos clean
+.PHONY: serve model test lint format bench bench-api evals chaos clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Interlock needs Python 3.11+"'
@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The dev extra includes playwright (the console's browser tests); they drive the system's
+# Chromium (`apt-get install chromium`, which .ci/run does), never a downloaded browser.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
@@ -36,7 +38,17 @@ serve: $(VENV)/.installed $(VENV)/.installed-llm
 model: $(VENV)/.installed-llm
 	$(BIN)/interlock model serve --host $(HOST) --port $(LLM_PORT)
 
-test: $(VENV)/.installed-dev $(VENV)/.installed-llm
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download
+# does not work here): installed with apt-get when missing and we are root; otherwise they
+# skip (and fail under CI=true).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: apt-get install chromium (browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make: no chromium and not root: the browser tests will skip (apt-get install chromium)"; fi; }
+
+test: $(VENV)/.installed-dev $(VENV)/.installed-llm chromium
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev

@@ -26,6 +26,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agents.context import Context
 from agents.decision import Decision, DecisionSpec, decide
 
+DECISION_METADATA_KEY = "interlock_decision"
+"""Node metadata marking an LLM decision node (the value is the spec's name), so that
+pictures of the graph can show what kind of step a node is."""
+
+REVIEW_METADATA_KEY = "interlock_review"
+"""…and a decision's review step."""
+
 
 class Node(Protocol):
     """A LangGraph node that receives its config and runtime (dependencies) by keyword."""
@@ -196,14 +203,14 @@ def add_decision(
     # The node protocols langgraph declares cannot express "config and runtime", which
     # it does inject; hence Any.
     decide_node: Any = decision_node(spec, route_field=route_field, record_field=record_field)
-    builder.add_node(spec.name, decide_node)
+    builder.add_node(spec.name, decide_node, metadata={DECISION_METADATA_KEY: spec.name})
     targets: dict[Hashable, str] = {name: node for name, node in routes.items()}
     if spec.review_below is None:
         builder.add_conditional_edges(spec.name, lambda s: s[route_field], targets)
         return
     review = f"{spec.name}_review"
     check_node: Any = review_node(spec, route_field=route_field, record_field=record_field)
-    builder.add_node(review, check_node)
+    builder.add_node(review, check_node, metadata={REVIEW_METADATA_KEY: spec.name})
     builder.add_conditional_edges(
         spec.name,
         lambda s: "__review__" if s[record_field].get("needs_review") else s[route_field],

@@ -9,13 +9,17 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Authenticator, authenticate
+from api.console import routes as console
+from api.console.render import STATIC as CONSOLE_STATIC
 from api.deadlines import enforce_deadlines
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import approvals, assistants, decisions, meta, runs, threads, triggers
+from api.routes import approvals, assistants, crons, decisions, meta, runs, threads, triggers
+from api.scheduler import CronScheduler
 from core.settings import Settings
 from core.tracing import configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
@@ -100,19 +104,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
             app.state.auth = await _authenticator(settings, engine)
-            deadlines = asyncio.create_task(enforce_deadlines(engine), name="approval deadlines")
+            # Crons and approval deadlines: in every API process unless INTERLOCK_SCHEDULER=false.
+            scheduler = CronScheduler(engine) if settings.scheduler else None
+            deadlines = None
+            if scheduler is not None:
+                scheduler.start()
+                deadlines = asyncio.create_task(enforce_deadlines(engine), name="approval deadlines")
             log.info(
-                "interlock ready: redis %s, graphs %s, %d worker(s)",
+                "interlock ready: redis %s, graphs %s, %d worker(s), cron scheduler %s",
                 engine.redis_url,
                 engine.registry.ids(),
                 len(engine.workers),
+                "on" if scheduler is not None else "off (INTERLOCK_SCHEDULER=false)",
             )
             try:
                 yield
             finally:
-                deadlines.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await deadlines
+                if scheduler is not None:
+                    await scheduler.stop()
+                if deadlines is not None:
+                    deadlines.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await deadlines
         shutdown_tracing()  # flush the spans of the last runs
 
     app = FastAPI(
@@ -124,7 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, decisions, approvals, triggers):
+    for module in (meta, assistants, threads, runs, crons, decisions, approvals, console, triggers):
         app.include_router(module.router)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

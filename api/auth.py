@@ -27,6 +27,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.routing import Match
 
+from api.console.session import COOKIE as CONSOLE_COOKIE
+from api.console.session import Session, is_console
 from core.errors import Forbidden, Unauthenticated
 from core.settings import Settings
 from store.apikeys import ApiKeyStore, digest
@@ -114,13 +116,17 @@ _ANSWER_ROUTES = frozenset(
         "/threads/{thread_id}/runs/wait",
         "/threads/{thread_id}/runs/stream",
         "/approvals/{approval_id}/decision",
+        "/console/approvals/{approval_id}/decision",
     }
 )
+# The console's way in and its assets; its pages need a key like any other route.
+_CONSOLE_PUBLIC = frozenset({"/console/login", "/console/logout"})
+_CONSOLE_STATIC = "/console/static"
 
 
 def required(method: str, path: str) -> Access | None:
     """The access a route needs (``None``: public). ``path`` is the route's template."""
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS or path in _CONSOLE_PUBLIC or path.startswith(_CONSOLE_STATIC):
         return None
     if method in ("GET", "HEAD") or path.endswith(_READ_SUFFIXES):
         return Access.READ
@@ -177,6 +183,12 @@ class Authenticator:
 
 
 def presented_key(request: Request) -> str | None:
+    """The API key of a request: from its headers, or for the web console (paths under
+    ``/console``) from its session cookie only. Cookies never authenticate the JSON API,
+    so no other site can make a browser call it with someone's credentials."""
+    if is_console(request.url.path):
+        session = Session.parse(request.cookies.get(CONSOLE_COOKIE))
+        return session.key if session else None
     key = request.headers.get("x-api-key")
     if key:
         return key
@@ -212,7 +224,9 @@ async def authenticate(request: Request) -> Principal:
             if need is None:
                 return Principal(tenant="", roles=("viewer",), key_id="anonymous")
             raise Unauthenticated(
-                "send an API key as the 'x-api-key' header or 'Authorization: Bearer <key>'"
+                "log in to the console with an API key"
+                if is_console(request.url.path)
+                else "send an API key as the 'x-api-key' header or 'Authorization: Bearer <key>'"
                 if key is None
                 else "this API key is unknown or revoked"
             )

@@ -1,7 +1,8 @@
 """Approval deadlines, enforced by every API process and exactly once across them.
 
 Pending approvals with a deadline sit in one sorted set by deadline (``store/approvals.py``).
-Each API process sleeps until the earliest one is due (at most ``MAX_SLEEP_S``, so a new
+Reminders (``approval.reminder`` webhooks, three quarters into the deadline) go out from
+the same loop. Each API process sleeps until the earliest deadline is due (at most ``MAX_SLEEP_S``, so a new
 earlier deadline is seen soon) and then applies the approval's ``on_timeout``:
 
 - ``approve`` / ``reject``: answer it so, as ``system:deadline``;
@@ -43,6 +44,10 @@ async def enforce_deadlines(engine: Engine) -> None:
             now = now_ms()
             for approval_id, deadline in await engine.approvals.due(now):
                 await expire(engine, approval_id, deadline)
+            for approval_id in await engine.approvals.reminders_due(now):
+                approval = await engine.approvals.get(approval_id)
+                if approval is not None and await engine.approvals.remind(approval):
+                    log.info("approval %s: reminder sent", approval_id)
             upcoming = await engine.approvals.next_deadline()
             wait = (
                 MAX_SLEEP_S if upcoming is None else min(MAX_SLEEP_S, max(0.0, (upcoming - now_ms()) / 1000))

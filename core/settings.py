@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 
+    scheduler: bool = True
+    """Fire due crons from this API process. Any number of processes may: each fire
+    happens once across all of them. ``false`` leaves it to the others."""
+
+    approvals_webhook_url: str | None = None
+    """Where approval events go as signed webhooks: ``approval.requested``,
+    ``approval.reminder`` (three quarters into the deadline), ``approval.escalated``."""
+
     auth: bool = True
     """Require an API key on every request but ``/ok``, ``/info`` and the docs. ``off`` is
     for local development only: every caller is an admin of tenant ``default``."""
@@ -169,3 +177,8 @@ class Settings(BaseSettings):
     """Inbound event endpoints (``POST /triggers/<name>``), as JSON: ``[{"name":
     "payment-settled", "secret": "…", "action": "resume", "event": "payment.settled",
     "correlation": "payment_id"}]``."""
+
+    trace_ui_url: str | None = None
+    """Link from the console's run pages to the run's trace in your tracing UI: a URL with
+    ``{thread_id}`` and ``{run_id}`` in it (the thread id is each trace's ``session.id``),
+    e.g. Langfuse's session view ``…/project/<id>/sessions/{thread_id}``. Unset: no link."""

@@ -92,7 +92,9 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
         saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
         llm = await stack.enter_async_context(llm_client(settings))
         decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
-        approvals = ApprovalStore(client, prefix=settings.key_prefix)
+        approvals = ApprovalStore(
+            client, prefix=settings.key_prefix, notify_url=settings.approvals_webhook_url
+        )
         context = Context(
             llm=llm,
             redis=client,

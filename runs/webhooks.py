@@ -258,7 +258,7 @@ class WebhookSender:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Interlock-Webhooks/1",
-            EVENT_HEADER: EVENT,
+            EVENT_HEADER: str(d.body.get("event", EVENT)),
             DELIVERY_HEADER: d.delivery_id,
             SIGNATURE_HEADER: sign(self.secret, body),
         }

@@ -17,6 +17,12 @@ approval is answered exactly once, and a 2xx means the run that carries the answ
 | ``P approvals:where``       | hash   | approval id → thread id                                  |
 | ``P approvals:due``         | zset   | pending approvals' ids by deadline (ms)                  |
 | ``P audit:<tenant>``        | stream | every audit entry of the tenant, in order (export)       |
+| ``P approvals:remind``      | zset   | pending approvals' ids by reminder time (ms)             |
+
+With a notification URL (``INTERLOCK_APPROVALS_WEBHOOK_URL``), ``approval.requested``,
+``approval.reminder`` (three quarters into the deadline) and ``approval.escalated`` go
+out as webhooks: each is written to the webhooks stream in the same Lua step as the change
+it announces, and delivered, signed and retried like run webhooks (``runs/webhooks.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aredis
@@ -32,12 +39,27 @@ from core import jsonutil
 from core.ids import now_ms
 from store.keys import check_prefix
 
-# KEYS: approval, audit list, tenant index, where, due, tenant audit stream, thread's set.
-# ARGV: id, thread_id, doc, requested_at, deadline ('' none), audit entry, assignee.
+# Shared: announce an approval event on the webhooks stream ('' url: nothing).
+_NOTIFY_FN = """
+local function notify(stream, url, delivery_id, thread_id, body)
+  if url ~= '' then
+    redis.call('XADD', stream, '*', 'url', url, 'id', delivery_id, 't', thread_id, 'body', body)
+  end
+end
+"""
+
+# KEYS: approval, audit list, tenant index, where, due, tenant audit stream, thread's set,
+#       webhooks stream, reminders.
+# ARGV: id, thread_id, doc, requested_at, deadline ('' none), audit entry, assignee,
+#       notify url ('' none), delivery id, notification body, remind at ('' none).
 # Returns 1 when made, 0 when it existed (the step was re-executed after a take-over).
-_RECORD = """
+_RECORD = (
+    _NOTIFY_FN
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SADD', KEYS[7], ARGV[1])
+notify(KEYS[8], ARGV[8], ARGV[9], ARGV[2], ARGV[10])
+if ARGV[11] ~= '' then redis.call('ZADD', KEYS[9], ARGV[11], ARGV[1]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'status', 'pending', 'assignee', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
@@ -46,11 +68,15 @@ redis.call('RPUSH', KEYS[2], ARGV[6])
 redis.call('XADD', KEYS[6], '*', 'd', ARGV[6])
 return 1
 """
+)
 
-# KEYS: approval, due, tenant audit stream. ARGV: id, expected deadline, new assignee,
-# new deadline ('' none), audit entry. Escalates a pending approval whose deadline is the
-# expected one (so two schedulers escalate it once). Returns 1 escalated, 0 not.
-_ESCALATE = """
+# KEYS: approval, due, tenant audit stream, webhooks stream. ARGV: id, expected deadline,
+# new assignee, new deadline ('' none), audit entry, notify url, delivery id, body, thread.
+# Escalates a pending approval whose deadline is the expected one (so two schedulers
+# escalate it once). Returns 1 escalated, 0 not.
+_ESCALATE = (
+    _NOTIFY_FN
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'assignee', ARGV[3])
@@ -58,8 +84,25 @@ redis.call('HINCRBY', KEYS[1], 'escalations', 1)
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) else redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('RPUSH', KEYS[1] .. ':audit', ARGV[5])
 redis.call('XADD', KEYS[3], '*', 'd', ARGV[5])
+notify(KEYS[4], ARGV[6], ARGV[7], ARGV[9], ARGV[8])
 return 1
 """
+)
+
+# KEYS: reminders, approval, webhooks stream. ARGV: id, notify url, delivery id, body, thread.
+# Sends the reminder once (whoever removes it from the set) and only while still pending.
+_REMIND = (
+    _NOTIFY_FN
+    + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[2], 'status') ~= 'pending' then return 0 end
+notify(KEYS[3], ARGV[2], ARGV[3], ARGV[5], ARGV[4])
+return 1
+"""
+)
+
+REMIND_AT = 0.75
+"""The reminder goes out when this share of the deadline has passed."""
 
 
 APPROVAL_IDS = uuid.UUID("6f0c5a8e-29a4-4c51-9a52-3f1d0f3e7a10")
@@ -81,13 +124,17 @@ class Answering:
 
 
 class ApprovalStore:
-    def __init__(self, client: aredis.Redis, *, prefix: str = "il:") -> None:
+    def __init__(self, client: aredis.Redis, *, prefix: str = "il:", notify_url: str | None = None) -> None:
         self.client = client
         self.prefix = check_prefix(prefix)
+        self.notify_url = notify_url or ""
         self.where_key = f"{prefix}approvals:where"
         self.due_key = f"{prefix}approvals:due"
+        self.remind_key = f"{prefix}approvals:remind"
+        self.webhooks_key = f"{prefix}webhooks"
         self._record = client.register_script(_RECORD)
         self._escalate = client.register_script(_ESCALATE)
+        self._remind = client.register_script(_REMIND)
 
     def key(self, thread_id: str, approval_id: str) -> str:
         return f"{self.prefix}appr:{{{thread_id}}}:{approval_id}"
@@ -111,6 +158,7 @@ class ApprovalStore:
             pipe.zrem(self.index_key(tenant), *approval_ids)
             pipe.hdel(self.where_key, *approval_ids)
             pipe.zrem(self.due_key, *approval_ids)
+            pipe.zrem(self.remind_key, *approval_ids)
             await pipe.execute()
 
     async def get_in(self, thread_id: str, approval_id: str) -> dict[str, Any] | None:
@@ -134,16 +182,24 @@ class ApprovalStore:
         pipe = self.client.pipeline(transaction=False)
         for doc in docs:
             entry = audit_entry(doc, "requested", actor=f"run:{doc['run_id']}", request=doc["request"])
+            deadline = doc.get("deadline_at")
+            remind_at = (
+                int(doc["requested_at"] + (deadline - doc["requested_at"]) * REMIND_AT)
+                if deadline is not None
+                else None
+            )
             await self._record(
                 keys=[
                     self.key(doc["thread_id"], doc["id"]), self.key(doc["thread_id"], doc["id"]) + ":audit",
                     self.index_key(doc["tenant"]), self.where_key, self.due_key, self.audit_key(doc["tenant"]),
-                    self.thread_set(doc["thread_id"]),
+                    self.thread_set(doc["thread_id"]), self.webhooks_key, self.remind_key,
                 ],
                 args=[
                     doc["id"], doc["thread_id"], jsonutil.dumps(doc), doc["requested_at"],
                     doc["deadline_at"] if doc.get("deadline_at") is not None else "",
-                    jsonutil.dumps(entry), doc["assignee"],
+                    jsonutil.dumps(entry), doc["assignee"], self.notify_url, f"{doc['id']}:requested",
+                    jsonutil.dumps(notification(doc, "approval.requested")),
+                    remind_at if remind_at is not None else "",
                 ],
                 client=pipe,
             )  # fmt: skip
@@ -207,20 +263,34 @@ class ApprovalStore:
         new_deadline: int | None,
         entry: dict[str, Any],
     ) -> bool:
+        escalated = {**approval, "assignee": assignee, "deadline_at": new_deadline}
+        n = approval["escalations"] + 1
         done = await self._escalate(
             keys=[
-                self.key(approval["thread_id"], approval["id"]),
-                self.due_key,
-                self.audit_key(approval["tenant"]),
+                self.key(approval["thread_id"], approval["id"]), self.due_key,
+                self.audit_key(approval["tenant"]), self.webhooks_key,
             ],
             args=[
-                approval["id"],
-                deadline,
-                assignee,
-                new_deadline if new_deadline is not None else "",
-                jsonutil.dumps(entry),
+                approval["id"], deadline, assignee, new_deadline if new_deadline is not None else "",
+                jsonutil.dumps(entry), self.notify_url, f"{approval['id']}:escalated:{n}",
+                jsonutil.dumps(notification(escalated, "approval.escalated")), approval["thread_id"],
             ],
-        )
+        )  # fmt: skip
+        return bool(done)
+
+    async def reminders_due(self, now: int, count: int = 100) -> list[str]:
+        raw: Any = await self.client.zrangebyscore(self.remind_key, "-inf", now, start=0, num=count)
+        return [m.decode() for m in raw]
+
+    async def remind(self, approval: dict[str, Any]) -> bool:
+        """Send the approval's reminder (once, while pending). False when not sent."""
+        done = await self._remind(
+            keys=[self.remind_key, self.key(approval["thread_id"], approval["id"]), self.webhooks_key],
+            args=[
+                approval["id"], self.notify_url, f"{approval['id']}:reminder",
+                jsonutil.dumps(notification(approval, "approval.reminder")), approval["thread_id"],
+            ],
+        )  # fmt: skip
         return bool(done)
 
     def answering(self, approval: dict[str, Any], decision: dict[str, Any], actor: str) -> Answering:
@@ -232,6 +302,24 @@ class ApprovalStore:
                 approval, "decided", actor=actor, decision=decision, request=approval["request"]
             ),
         )
+
+
+def notification(approval: dict[str, Any], event: str) -> dict[str, Any]:
+    """The webhook body announcing an approval event."""
+    request = approval["request"]
+    deadline = approval.get("deadline_at")
+    return {
+        "event": event,
+        "approval_id": approval["id"],
+        "tenant": approval["tenant"],
+        "thread_id": approval["thread_id"],
+        "run_id": approval["run_id"],
+        "graph_id": approval["graph_id"],
+        "action": request.get("action"),
+        "summary": request.get("summary"),
+        "assignee": approval["assignee"],
+        "deadline_at": datetime.fromtimestamp(deadline / 1000, UTC).isoformat() if deadline else None,
+    }
 
 
 def audit_entry(approval: dict[str, Any], event: str, *, actor: str, **data: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Key layout of Interlock's records (the checkpointer documents its own keys).
+"""Key layout of Interlock's records (the checkpointer, API keys and crons —
+``store/checkpoint.py``, ``store/apikeys.py``, ``store/crons.py`` — document their own).
 
 Every key of a thread carries the hash tag ``{<thread_id>}``, so a thread's keys share one
 Redis Cluster slot and a Lua script may touch them together. ``P`` is the key prefix.

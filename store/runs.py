@@ -42,6 +42,7 @@ _ERRORS = {
     "busy": (Conflict, "thread {thread_id} is busy with another run (multitask_strategy='reject')"),
     "nothing_to_resume": (Conflict, "thread {thread_id} has no pending interrupt to resume"),
     "thread_exists": (Conflict, "thread {thread_id} already exists"),
+    "run_exists": (Conflict, "a run with this id already exists on thread {thread_id}"),
 }
 
 

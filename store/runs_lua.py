@@ -90,7 +90,8 @@ end
 # KEYS: thread, thread_runs, pending, run, queue, threads, fence
 # ARGV: run_id, thread_id, now, strategy, if_not_exists, is_resume, graph_id, assistant_id,
 #       metadata_json, payload_json, run_key_prefix, events_maxlen, events_ttl_s, tenant
-# (threads is the tenant's index; another tenant's thread is 'no_thread')
+# (threads is the tenant's index; another tenant's thread is 'no_thread'; a run id that
+# exists already is 'run_exists', so a caller-chosen id makes creation idempotent)
 # KEYS[8]: the tenant's recent runs (``<thread>|<run>`` by creation time, trimmed to ARGV[15]).
 # KEYS[9]: the webhooks stream; ARGV[16]: the run's webhook URL ('' for none).
 # Answering approvals (store/approvals.py): KEYS[10] the tenant's audit stream, KEYS[11] the
@@ -103,6 +104,7 @@ CREATE_RUN = (
     + """
 local thread, runs, pending, run, queue, threads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run_id, thread_id, now = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', run) == 1 then return redis.error_reply('run_exists') end
 for i = 12, #KEYS do
   if redis.call('HGET', KEYS[i], 'status') ~= 'pending' then
     return redis.error_reply('approval_decided ' .. ARGV[19 + (i - 12) * 3])

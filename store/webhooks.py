@@ -165,6 +165,16 @@ def run_body(fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 def _from_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
+    if b"body" in fields:
+        # Any other event (approvals: requested, reminder, escalated): a ready body.
+        return Delivery(
+            delivery_id=_text(fields[b"id"]),
+            url=_text(fields[b"url"]),
+            thread_id=_text(fields[b"t"]),
+            run_id="",
+            body=jsonutil.loads(fields[b"body"]),
+            entry_id=entry_id.decode(),
+        )
     run_id = _text(fields[b"r"])
     return Delivery(
         delivery_id=run_id,

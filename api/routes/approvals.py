@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 
 from agents.approval import ROUTES_METADATA_KEY, SPEC_METADATA_KEY, ApprovalDecision, ApprovalSpec
-from api.auth import Access, PrincipalDep
+from api.auth import Access, Principal, PrincipalDep
 from api.deps import EngineDep
 from api.graph_path import graph_path
 from api.routes.runs import run_view, submit_run
@@ -84,6 +84,11 @@ def _node_metadata(engine: Engine, approval: dict[str, Any]) -> dict[str, Any]:
     return dict(node.metadata or {}) if node is not None else {}
 
 
+def approval_routes(engine: Engine, approval: dict[str, Any]) -> dict[str, str]:
+    """Where each answer leads: ``{"approve": "<node>", …}`` (empty when not declared)."""
+    return dict(_node_metadata(engine, approval).get(ROUTES_METADATA_KEY, {}))
+
+
 def _check_edits(schema: dict[str, Any] | None, edits: dict[str, Any] | None) -> None:
     """For steps without a declared model: the edited fields must be in the request's
     schema, and within its ``enum`` where it has one (the step validates fully)."""
@@ -98,20 +103,20 @@ def _check_edits(schema: dict[str, Any] | None, edits: dict[str, Any] | None) ->
             raise ValueError(f"edits.{name} must be one of {allowed}, got {value!r}")
 
 
-@router.get("/approvals")
-async def list_approvals(
-    engine: EngineDep,
-    principal: PrincipalDep,
-    response: Response,
+async def find_approvals(
+    engine: Engine,
+    principal: Principal,
+    *,
     status: Literal["pending", "decided", "all"] = "pending",
     graph_id: str | None = None,
-    assignee: str | None = Query(None, description="a role or group:<name>"),
-    mine: bool = Query(False, description="only approvals this key may decide"),
-    older_than_s: float | None = Query(None, ge=0, description="requested at least this long ago"),
+    assignee: str | None = None,
+    thread_id: str | None = None,
+    mine: bool = False,
+    older_than_s: float | None = None,
     sort: Literal["newest", "oldest", "deadline"] = "newest",
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[dict[str, Any]]:
+    """The tenant's approvals (store records) matching the filters, in ``sort`` order;
+    ``deadline`` is most urgent first, those without a deadline last."""
     found = await engine.approvals.search(principal.tenant, newest_first=sort != "oldest")
     cutoff = now_ms() - older_than_s * 1000 if older_than_s is not None else None
     found = [
@@ -120,19 +125,48 @@ async def list_approvals(
         if (status == "all" or a["status"] == status)
         and (graph_id is None or a["graph_id"] == graph_id)
         and (assignee is None or a["assignee"] == assignee)
+        and (thread_id is None or a["thread_id"] == thread_id)
         and (not mine or principal.may_decide(a["assignee"]))
         and (cutoff is None or a["requested_at"] <= cutoff)
     ]
-    if sort == "deadline":  # most urgent first; no deadline last
+    if sort == "deadline":
         found.sort(
             key=lambda a: (a.get("deadline_at") is None, a.get("deadline_at") or 0, -a["requested_at"])
         )
+    return found
+
+
+@router.get("/approvals")
+async def list_approvals(
+    engine: EngineDep,
+    principal: PrincipalDep,
+    response: Response,
+    status: Literal["pending", "decided", "all"] = "pending",
+    graph_id: str | None = None,
+    assignee: str | None = Query(None, description="a role or group:<name>"),
+    thread_id: str | None = None,
+    mine: bool = Query(False, description="only approvals this key may decide"),
+    older_than_s: float | None = Query(None, ge=0, description="requested at least this long ago"),
+    sort: Literal["newest", "oldest", "deadline"] = "newest",
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+) -> list[dict[str, Any]]:
+    found = await find_approvals(
+        engine,
+        principal,
+        status=status,
+        graph_id=graph_id,
+        assignee=assignee,
+        thread_id=thread_id,
+        mine=mine,
+        older_than_s=older_than_s,
+        sort=sort,
+    )
     response.headers["X-Pagination-Total"] = str(len(found))
     return [approval_view(a) for a in found[offset : offset + limit]]
 
 
-@router.get("/approvals/{approval_id}")
-async def get_approval(approval_id: str, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
+async def approval_detail(engine: Engine, principal: Principal, approval_id: str) -> dict[str, Any]:
     """The approval with what a person needs to decide it: the thread, the run, the path
     the run took to get here, the decisions that led here, and the state."""
     approval = await require_approval(engine, approval_id, principal.tenant)
@@ -145,7 +179,7 @@ async def get_approval(approval_id: str, engine: EngineDep, principal: Principal
     decisions = await engine.decisions.search(
         thread_id=approval["thread_id"], tenant=principal.tenant, limit=50
     )
-    routes = _node_metadata(engine, approval).get(ROUTES_METADATA_KEY, {})
+    routes = approval_routes(engine, approval)
     return {
         **approval_view(approval),
         "may_decide": principal.may_decide(approval["assignee"]) and principal.can(Access.ANSWER),
@@ -158,11 +192,29 @@ async def get_approval(approval_id: str, engine: EngineDep, principal: Principal
     }
 
 
-@router.post("/approvals/{approval_id}/decision")
-async def decide_approval(
-    approval_id: str, body: DecisionBody, request: Request, engine: EngineDep, principal: PrincipalDep
+@router.get("/approvals/{approval_id}")
+async def get_approval(approval_id: str, engine: EngineDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The approval with what a person needs to decide it: the thread, the run, the path
+    the run took to get here, the decisions that led here, and the state."""
+    return await approval_detail(engine, principal, approval_id)
+
+
+async def decide(
+    engine: Engine, request: Request | None, principal: Principal, approval_id: str, body: DecisionBody
 ) -> dict[str, Any]:
-    """Approve, reject or edit; the run resumes through the durable queue."""
+    """Approve, reject or edit an approval: check who answers and the answer, then create
+    the run that resumes the thread with it (which marks the approval decided in the same
+    atomic step). The JSON route and the console both decide through here.
+
+    Returns ``{"approval", "run", "next"}``: the decided approval, the resuming run, and
+    a sentence saying what happens next.
+
+    Raises:
+        NotFound: no such approval for this tenant.
+        Conflict: it was decided already; nothing was written.
+        Forbidden: this principal may not decide it.
+        InvalidInput: the answer is not one of the options, or the edits are invalid.
+    """
     approval = await require_approval(engine, approval_id, principal.tenant)
     if approval["status"] != "pending":
         who = (approval["decision"] or {}).get("decided_by", "someone")
@@ -187,6 +239,8 @@ async def decide_approval(
     resume = RunCreate.model_validate(
         {"assistant_id": approval["assistant_id"], "command": {"resume": {approval["interrupt_id"]: answer}}}
     )
+    thread = await engine.store.get_thread(approval["thread_id"], principal.tenant)
+    queued = bool(thread and thread.get("active_run"))  # the new run waits for that one
     run_id, status = await submit_run(engine, request, principal, approval["thread_id"], resume, [])
     decided = await require_approval(engine, approval_id, principal.tenant)
     routes = meta.get(ROUTES_METADATA_KEY, {})
@@ -198,9 +252,17 @@ async def decide_approval(
             f"run {run_id} resumes thread {approval['thread_id']} at '{approval['node']}' with "
             f"'{body.decision}'"
             + (f"; the workflow continues with '{target}'" if target else "")
-            + (" once the thread's active run ends" if status == "pending" else "")
+            + (" once the thread's active run ends" if queued else "")
         ),
     }
+
+
+@router.post("/approvals/{approval_id}/decision")
+async def decide_approval(
+    approval_id: str, body: DecisionBody, request: Request, engine: EngineDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Approve, reject or edit; the run resumes through the durable queue."""
+    return await decide(engine, request, principal, approval_id, body)
 
 
 @router.get("/approvals/{approval_id}/audit")

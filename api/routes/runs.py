@@ -63,7 +63,7 @@ def _input_adapter(graph_id: str, schema: Any) -> TypeAdapter[Any]:
     return _adapters[graph_id]
 
 
-def _check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
+def check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
     schema = engine.registry.get(graph_id).builder.input_schema
     try:
         _input_adapter(graph_id, schema).validate_python(value)
@@ -104,11 +104,14 @@ async def submit_run(
     thread_id: str,
     body: RunCreate,
     publish: list[StreamMode],
+    *,
+    run_id: str | None = None,
 ) -> tuple[str, str]:
     """Validate, then record and enqueue the run. Returns ``(run_id, status)``.
 
     ``request`` carries the trace context to continue (None for runs the service starts
-    itself, such as crons).
+    itself, such as crons). ``run_id``: the id to give the run (a new one by default); a
+    run of that id that exists already is a Conflict, and nothing is written.
     """
     if not principal.can(Access.WRITE):
         # An approver may answer a pending interrupt, and do nothing else.
@@ -121,7 +124,7 @@ async def submit_run(
     if body.input is None and body.command is None:
         raise InvalidInput("send 'input' to start the graph or 'command' to resume it")
     if body.input is not None:
-        _check_input(engine, graph_id, body.input)
+        check_input(engine, graph_id, body.input)
     is_resume = body.command is not None and body.command.resume is not None
     answering: list[Answering] = []
     if is_resume:
@@ -156,7 +159,7 @@ async def submit_run(
         tenant=principal.tenant,
         webhook=body.webhook,
     )
-    run_id = new_id()
+    run_id = run_id or new_id()
     status = await engine.store.create_run(
         run_id=run_id,
         thread_id=thread_id,
@@ -322,7 +325,7 @@ async def stateless_batch(
         try:
             assistant = await resolve_assistant_async(engine, body.assistant_id, principal.tenant)
             if body.input is not None:
-                _check_input(engine, assistant["graph_id"], body.input)
+                check_input(engine, assistant["graph_id"], body.input)
         except (NotFound, InvalidInput) as e:
             raise type(e)(f"runs[{i}]: {e.message}") from None
     created = []

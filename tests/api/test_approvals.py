@@ -16,8 +16,10 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from runs.webhooks import verify_signature
 from tests.api.support import expect_error
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.service import ServiceProcess
 
 HERE = Path(__file__).parent
@@ -33,8 +35,18 @@ GLOBEX = "globex-admin-0000000000001"
 
 
 @pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    """Where approval notifications go (a real HTTP server on loopback)."""
+    r = WebhookReceiver().start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="module")
 def service(
-    redis_url: str, fake_llm: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, fake_llm: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("approvals")
     graphs = {
@@ -54,6 +66,8 @@ def service(
             "INTERLOCK_DATA_DIR": str(root / "data"),
             "INTERLOCK_CONFIG": str(root / "langgraph.json"),
             "INTERLOCK_API_KEYS": json.dumps(keys),
+            "INTERLOCK_APPROVALS_WEBHOOK_URL": f"{receiver.url}/approvals",
+            "INTERLOCK_WEBHOOK_SECRET": "whsec_test_approvals",
         },
         root / "service.log",
     )
@@ -218,8 +232,19 @@ async def test_a_protocol_resume_decides_the_approval_too(
         )
 
 
+def _notices(receiver: WebhookReceiver, thread_id: str) -> list[dict[str, Any]]:
+    found = []
+    for r in receiver.received("/approvals"):
+        assert verify_signature("whsec_test_approvals", r.headers.get("x-interlock-signature"), r.body)
+        body = r.json()
+        assert r.headers["x-interlock-event"] == body["event"]
+        if body["thread_id"] == thread_id:
+            found.append(body)
+    return found
+
+
 async def test_deadlines_escalate_and_branch_across_a_restart(
-    service: ServiceProcess, sdk: LangGraphClient
+    service: ServiceProcess, sdk: LangGraphClient, receiver: WebhookReceiver
 ) -> None:
     escalating = await _start(sdk, "escalating")
     expiring = await _start(sdk, "expiring")
@@ -241,6 +266,18 @@ async def test_deadlines_escalate_and_branch_across_a_restart(
         expect_error(
             await ann.post(f"/approvals/{approval['approval_id']}/decision", json={"decision": "approve"}),
             403,
+        )
+
+        # People hear of it: requested, reminded, escalated; signed like every webhook.
+        async def announced() -> list[str] | None:
+            events = sorted(n["event"] for n in _notices(receiver, escalating))
+            return events if "approval.escalated" in events else None
+
+        events = await _until(announced)
+        assert events == ["approval.escalated", "approval.reminder", "approval.requested"]
+        escalation = next(n for n in _notices(receiver, escalating) if n["event"] == "approval.escalated")
+        assert (
+            escalation["assignee"] == "group:leads" and escalation["approval_id"] == approval["approval_id"]
         )
         r = await leads.post(f"/approvals/{approval['approval_id']}/decision", json={"decision": "approve"})
         assert r.status_code == 200, r.text

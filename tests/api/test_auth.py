@@ -17,11 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from api.app import create_app
 from api.auth import Access, required
+from api.console import routes as console
 from tests.api.support import expect_error
 from tests.fakes.openai_server import FakeOpenAI
 from tests.service import ServiceProcess
@@ -238,10 +240,22 @@ def test_every_route_has_the_access_we_meant() -> None:
         ("POST", "/threads/{thread_id}/runs/stream"): Access.ANSWER,
         ("POST", "/approvals/{approval_id}/decision"): Access.ANSWER,
         ("POST", "/triggers/{name}"): None,  # signed with the trigger's secret instead
+        # The web console: its way in and out and its assets are public; deciding needs
+        # the approver role (and the approval's assignee, checked by the route).
+        ("GET", "/console/login"): None,
+        ("POST", "/console/login"): None,
+        ("GET", "/console/logout"): None,
+        ("POST", "/console/logout"): None,
+        ("GET", "/console/static"): None,
+        ("POST", "/console/approvals/{approval_id}/decision"): Access.ANSWER,
     }
     app = create_app()
     routes = [(m.upper(), path) for path, item in app.openapi()["paths"].items() for m in item]
     routes += [("GET", p) for p in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")]
+    # Console pages are not in the OpenAPI spec (they are not API).
+    routes += [(m, r.path) for r in console.router.routes if isinstance(r, APIRoute) for m in r.methods]
+    routes += [("GET", "/console/static")]
+    assert ("GET", "/console") in routes and ("GET", "/console/approvals/{approval_id}") in routes
     seen = 0
     for method, path in routes:
         need = required(method, path)
