@@ -10,11 +10,15 @@ import uuid
 from typing import Any
 
 import httpx
+import redis.asyncio as aredis
 from langgraph_sdk.client import LangGraphClient
 
+from core.ids import now_ms
+from store.crons import CronStore
 from tests.demo_systems import DemoSystemsProcess
 from tests.fakes.openai_server import FakeOpenAI
 from tests.orders.conftest import finished, waiting
+from tests.service import ServiceProcess
 
 
 def _order(
@@ -220,6 +224,27 @@ async def test_a_settlement_that_never_comes_is_compensated_by_reconcile(
     again = await client.runs.wait(None, "reconcile_payments", input={})
     assert isinstance(again, dict)
     assert tid not in [r["thread_id"] for r in again["resumed"]]
+
+
+async def test_the_scheduled_reconcile_compensates_a_stuck_order(
+    client: LangGraphClient, demo: DemoSystemsProcess, redis_client: aredis.Redis, service: ServiceProcess
+) -> None:
+    """The cron line the README gives, fired through the cron scheduler (made due now)."""
+    demo.settlement(mode="never")
+    order = _order(items=[{"sku": "sku-cap", "qty": 1}])
+    tid = await _start(client, order, settlement_deadline_s=0.5)
+    await waiting(client, tid, "await_settlement")
+    cron: Any = await client.crons.create("reconcile_payments", schedule="*/5 * * * *", input={})
+    try:
+        await asyncio.sleep(0.6)
+        crons = CronStore(redis_client, prefix=service.env["INTERLOCK_KEY_PREFIX"])
+        await crons.client.zadd(crons.due_key, {cron["cron_id"]: now_ms()}, xx=True)
+        final = await finished(client, tid)
+    finally:
+        await client.crons.delete(cron["cron_id"])
+    assert final["status"] == "failed" and final["settlement"]["status"] == "missed"
+    assert [c["action"] for c in final["compensations"]] == ["refund_payment", "release_reservation"]
+    _books_agree(demo, order, fulfilled=False)
 
 
 async def test_a_settlement_delivered_twice_resumes_the_order_once(
