@@ -32,6 +32,46 @@ class NoDecisionLog:
         return ""
 
 
+class EventBus(Protocol):
+    """Delivers an outside event to the run waiting for it (``agents/events.py``):
+    implemented in ``runs/events.py`` and handed in by the composition root, so graphs
+    (``reconcile_payments``) can resume other threads without importing the run store."""
+
+    async def deliver(
+        self,
+        tenant: str,
+        event: str,
+        key: str,
+        value: Mapping[str, Any],
+        *,
+        actor: str,
+        keep_early: bool = True,
+    ) -> dict[str, Any]:
+        """Resume the run waiting for ``event`` with correlation ``key`` with ``value``.
+
+        Returns ``{"outcome": "resumed" | "stored" | "already_resolved" | "no_waiter", …}``;
+        ``stored``: nobody waits yet and ``keep_early`` is set, so the first run that
+        waits for it gets it at once.
+        """
+        ...
+
+
+class NoEventBus:
+    """An EventBus for graphs run outside the service: delivers nothing."""
+
+    async def deliver(
+        self,
+        tenant: str,
+        event: str,
+        key: str,
+        value: Mapping[str, Any],
+        *,
+        actor: str,
+        keep_early: bool = True,
+    ) -> dict[str, Any]:
+        return {"outcome": "no_waiter"}
+
+
 @dataclass(frozen=True)
 class Context:
     """Dependencies of a running graph, built once per worker process."""
@@ -49,3 +89,9 @@ class Context:
     examples: ExampleSelector | None = None
     """Chooses few-shot examples per input (``agents/examples.py``); None: fixed ones."""
     """The decisions log: inputs, candidates, choice, confidence, model, method."""
+
+    demo_systems_url: str = "http://127.0.0.1:8125"
+    """Base URL of the outside systems tool steps call (``INTERLOCK_DEMO_SYSTEMS_URL``)."""
+
+    events: EventBus = field(default_factory=NoEventBus)
+    """Resumes runs waiting for outside events (``runs/events.py``)."""

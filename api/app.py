@@ -18,7 +18,7 @@ from api.console.render import STATIC as CONSOLE_STATIC
 from api.deadlines import enforce_deadlines
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
-from api.routes import approvals, assistants, crons, decisions, meta, runs, threads
+from api.routes import approvals, assistants, crons, decisions, meta, runs, threads, triggers
 from api.scheduler import CronScheduler
 from core.settings import Settings
 from core.tracing import configure_tracing, shutdown_tracing
@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
-    for module in (meta, assistants, threads, runs, crons, decisions, approvals, console):
+    for module in (meta, assistants, threads, runs, crons, decisions, approvals, console, triggers):
         app.include_router(module.router)
     app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -104,6 +104,9 @@ DEV_PRINCIPAL = Principal(
 )
 
 PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Authenticated by a per-trigger HMAC signature of the body instead of an API key
+# (``api/routes/triggers.py``): the outside systems that call them hold no keys.
+PUBLIC_PATHS |= {"/triggers/{name}"}
 _READ_SUFFIXES = ("/search", "/count", "/history", "/state/checkpoint")
 # Runs on a thread may be started by an approver only to answer a pending interrupt; the
 # route checks the body (``api/routes/runs.py``).

@@ -189,6 +189,24 @@ def _model_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_systems(args: argparse.Namespace) -> int:
+    """The outside systems ``order_fulfillment`` calls, as their own HTTP service."""
+    import os
+    from pathlib import Path
+
+    import uvicorn
+
+    from graphs.order_fulfillment.demo_systems import create_app
+
+    app = create_app(
+        Path(args.data),
+        callback_url=args.callback_url,
+        callback_secret=os.environ.get("INTERLOCK_DEMO_CALLBACK_SECRET"),
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
 def _has(module: str) -> bool:
     import importlib.util
 
@@ -261,6 +279,22 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-ram-mib", type=int, default=128, help="RAM for cached prompt prefixes (default 128)"
     )
     model_serve.set_defaults(func=_model_serve)
+    demo = sub.add_parser(
+        "demo-systems", help="serve the demo inventory, payments and shipping systems (order_fulfillment)"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    demo.add_argument("--port", type=int, default=8125, help="default 8125 (INTERLOCK_DEMO_SYSTEMS_URL's)")
+    demo.add_argument(
+        "--data", default=".interlock/demo-systems.json", help="state file (kept across restarts)"
+    )
+    demo.add_argument(
+        "--callback-url",
+        default=None,
+        help="where settlement events go, e.g. http://127.0.0.1:8123/triggers/payment-settled "
+        "(signed with $INTERLOCK_DEMO_CALLBACK_SECRET)",
+    )
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(func=_demo_systems)
     # The command line is the outermost shell: the one place allowed to reach evals/.
     from evals.cli import add_eval_command, add_export_command
 

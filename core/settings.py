@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["viewer", "approver", "operator", "admin"]
@@ -28,6 +28,40 @@ class StaticKey(BaseModel):
     groups: list[str] = []
     """Named groups the key's holder belongs to (approval steps may be assigned to one)."""
     name: str = "static"
+
+
+class TriggerConfig(BaseModel):
+    """An inbound event endpoint, ``POST /triggers/<name>`` (``INTERLOCK_TRIGGERS``).
+
+    The sender signs the raw body with ``secret`` as Interlock signs its webhooks:
+    ``X-Interlock-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``. The
+    body is an event ``{"id": str, "type": str, "data": {...}}``; the same ``id`` twice is
+    accepted once.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    secret: SecretStr = Field(min_length=16)
+    tenant: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Whose runs the trigger starts or resumes."""
+    action: Literal["start", "resume"]
+    """``start``: a new run of ``graph_id`` with the event's ``data`` as input; ``resume``:
+    the run waiting for ``event`` whose correlation key is ``data[correlation]``."""
+    graph_id: str | None = None
+    """The graph (or assistant id) a ``start`` trigger runs."""
+    event: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """The event type accepted (others: 422); for ``resume``, the event runs wait for."""
+    correlation: str | None = None
+    """``resume``: the field of the event's ``data`` holding the correlation key."""
+    dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long an event id is remembered, so a redelivery is accepted only once."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> TriggerConfig:
+        if self.action == "start" and not self.graph_id:
+            raise ValueError(f"trigger {self.name}: action 'start' needs graph_id")
+        if self.action == "resume" and not (self.event and self.correlation):
+            raise ValueError(f"trigger {self.name}: action 'resume' needs event and correlation")
+        return self
 
 
 class Settings(BaseSettings):
@@ -135,6 +169,14 @@ class Settings(BaseSettings):
 
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""
+
+    demo_systems_url: str = "http://127.0.0.1:8125"
+    """Base URL of the outside systems ``order_fulfillment`` calls (``interlock demo-systems``)."""
+
+    triggers: list[TriggerConfig] = []
+    """Inbound event endpoints (``POST /triggers/<name>``), as JSON: ``[{"name":
+    "payment-settled", "secret": "…", "action": "resume", "event": "payment.settled",
+    "correlation": "payment_id"}]``."""
 
     trace_ui_url: str | None = None
     """Link from the console's run pages to the run's trace in your tracing UI: a URL with

@@ -27,6 +27,8 @@ from core.errors import ConfigurationError, NotFound
 
 BUILTIN_GRAPHS: dict[str, str] = {
     "support_triage": "graphs.support_triage:build_graph",
+    "order_fulfillment": "graphs.order_fulfillment:build_graph",
+    "reconcile_payments": "graphs.reconcile_payments:build_graph",
 }
 
 

@@ -19,6 +19,7 @@ from core.redis import redis_connection
 from core.settings import Settings
 from graphs.registry import GraphRegistry
 from runs.compile import CompiledGraph, compile_all
+from runs.events import RedisEventBus
 from runs.webhooks import WebhookSender
 from runs.worker import Worker
 from store.approvals import ApprovalStore
@@ -100,6 +101,8 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             key_prefix=settings.key_prefix,
             decisions=decisions,
             examples=NearestExamples.if_installed() if settings.nearest_examples else None,
+            demo_systems_url=settings.demo_systems_url,
+            events=RedisEventBus(store, client, settings.key_prefix),
         )
         graphs = compile_all(registry, saver)
         engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions, approvals)

@@ -18,6 +18,7 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
 from core.ids import default_assistant_id
+from graphs.registry import BUILTIN_GRAPHS
 from tests.api.support import expect_error
 from tests.fakes.openai_server import FakeOpenAI
 from tests.service import ServiceProcess
@@ -115,7 +116,7 @@ async def test_default_assistants_by_graph_id_and_uuid5(client: LangGraphClient)
     defaults = await client.assistants.search(
         metadata={"created_by": "system"}, sort_by="graph_id", sort_order="asc"
     )
-    assert [a["graph_id"] for a in defaults] == ["greeter", "support_triage"]
+    assert [a["graph_id"] for a in defaults] == sorted({"greeter", *BUILTIN_GRAPHS})
 
 
 async def test_defaults_cannot_be_changed_or_deleted(

@@ -239,6 +239,7 @@ def test_every_route_has_the_access_we_meant() -> None:
         ("POST", "/threads/{thread_id}/runs/wait"): Access.ANSWER,
         ("POST", "/threads/{thread_id}/runs/stream"): Access.ANSWER,
         ("POST", "/approvals/{approval_id}/decision"): Access.ANSWER,
+        ("POST", "/triggers/{name}"): None,  # signed with the trigger's secret instead
         # The web console: its way in and out and its assets are public; deciding needs
         # the approver role (and the approval's assignee, checked by the route).
         ("GET", "/console/login"): None,

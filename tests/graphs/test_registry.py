@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import ConfigurationError, NotFound
 from core.settings import Settings
-from graphs.registry import GraphRegistry
+from graphs.registry import BUILTIN_GRAPHS, GraphRegistry
 from runs.engine import open_engine
 from runs.payload import RunPayload
 
@@ -63,13 +63,14 @@ def test_builtin_graphs_are_registered() -> None:
     assert "support_triage" in registry.ids()
     description = registry.get("support_triage").description
     assert description is not None and "support ticket" in description
+    assert {"order_fulfillment", "reconcile_payments"} <= set(registry.ids())
     with pytest.raises(NotFound, match="nope"):
         registry.get("nope")
 
 
 def test_user_graphs_load_in_every_form(config_file: Path) -> None:
     registry = GraphRegistry.load(config_file)
-    assert set(registry.ids()) == {"support_triage", "echo", "echo_factory", "echo_compiled"}
+    assert set(registry.ids()) == set(BUILTIN_GRAPHS) | {"echo", "echo_factory", "echo_compiled"}
     assert registry.get("echo").description == "Echo graph: START -> shout -> END."
     assert registry.get("echo_compiled").compile_kwargs == {"interrupt_before": ["shout"]}
 
