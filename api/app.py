@@ -14,8 +14,9 @@ from api.auth import Authenticator, authenticate
 from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
 from api.routes import assistants, decisions, meta, runs, threads
+from core.metrics import configure_metrics, shutdown_metrics
 from core.settings import Settings
-from core.tracing import configure_tracing, shutdown_tracing
+from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
 from store.apikeys import ApiKeyStore
 
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Metrics first: the span processor reports its queue into the meter provider.
+        configure_metrics(SERVICE_NAME, prometheus=settings.metrics)
         configure_tracing()
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             yield
         shutdown_tracing()  # flush the spans of the last runs
+        shutdown_metrics()
 
     app = FastAPI(
         title="Interlock",

@@ -83,7 +83,9 @@ DEV_PRINCIPAL = Principal(
     tenant=DEFAULT_TENANT, roles=("admin",), key_id="auth-off", name="INTERLOCK_AUTH=off"
 )
 
-PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/ok", "/info", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 _READ_SUFFIXES = ("/search", "/count", "/history", "/state/checkpoint")
 # Runs on a thread may be started by an approver only to answer a pending interrupt; the
 # route checks the body (``api/routes/runs.py``).

@@ -106,5 +106,9 @@ class Settings(BaseSettings):
     """Keys from the environment, as JSON: ``[{"key": "…", "tenant": "acme", "roles":
     ["operator"]}]``. Keys made with ``interlock keys create`` live in Redis instead."""
 
+    metrics: bool = True
+    """Keep OpenTelemetry metrics in the API process and serve them at ``/metrics``
+    (Prometheus text format). Off: no meter provider unless OTLP is configured."""
+
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""

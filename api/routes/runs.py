@@ -27,7 +27,7 @@ from api.schemas import RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
 from runs.engine import Engine
-from runs.payload import RunPayload, StreamMode
+from runs.payload import RunPayload, SegmentLink, StreamMode
 from store.runs import END_EVENT, TERMINAL_STATUSES
 
 router = APIRouter(tags=["runs"])
@@ -94,6 +94,17 @@ def _check_resume(record: dict[str, Any], resume: Any) -> None:
         )
 
 
+def _continues(record: dict[str, Any]) -> SegmentLink | None:
+    """The paused segment a resume continues (its trace links to it), from the thread
+    record just read; None when nothing is paused now (the resume waits behind a run)."""
+    if record["status"] != "interrupted" or record.get("active_run"):
+        return None
+    pending = sum(len(group) for group in record["interrupts"].values())
+    return SegmentLink.model_validate(
+        {**(record.get("trace") or {}), "interrupts": pending, "interrupted_at": record["updated_at"]}
+    )
+
+
 async def submit_run(
     engine: Engine,
     request: Request | None,
@@ -120,11 +131,13 @@ async def submit_run(
     if body.input is not None:
         _check_input(engine, graph_id, body.input)
     is_resume = body.command is not None and body.command.resume is not None
+    continues: SegmentLink | None = None
     if is_resume:
         assert body.command is not None
         record = await engine.store.get_thread(thread_id, principal.tenant)
         if record is not None:
             _check_resume(record, body.command.resume)
+            continues = _continues(record)
     carrier: dict[str, str] = {}
     if request is not None:
         propagate.inject(carrier, context=propagate.extract(request.headers))
@@ -146,6 +159,7 @@ async def submit_run(
         checkpoint_id=checkpoint_id,
         durability=body.durability,
         trace_context=carrier,
+        continues=continues,
         tenant=principal.tenant,
     )
     run_id = new_id()
