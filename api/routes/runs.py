@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response, StreamingResponse
 
@@ -26,6 +26,7 @@ from api.routes.threads import delete_thread_and_checkpoints, get_thread_admin, 
 from api.schemas import RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
+from core.tracing import CONVERSATION_ID, SESSION_ID
 from runs.engine import Engine
 from runs.payload import RunPayload, SegmentLink, StreamMode
 from store.runs import END_EVENT, TERMINAL_STATUSES
@@ -140,7 +141,13 @@ async def submit_run(
             continues = _continues(record)
     carrier: dict[str, str] = {}
     if request is not None:
-        propagate.inject(carrier, context=propagate.extract(request.headers))
+        # Under the request's own span when the API traces (FastAPI opens one, itself a
+        # child of the request's ``traceparent``), else straight under that header.
+        span = trace.get_current_span()
+        here = span.get_span_context().is_valid
+        if span.is_recording():
+            span.set_attributes({SESSION_ID: thread_id, CONVERSATION_ID: thread_id})
+        propagate.inject(carrier, context=None if here else propagate.extract(request.headers))
     checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
     if checkpoint_id is not None and not isinstance(checkpoint_id, str):
         raise InvalidInput("checkpoint.checkpoint_id must be a string (a checkpoint id)")
