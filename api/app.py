@@ -118,6 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=JSONResponse,
         dependencies=[Depends(authenticate)],
+        # FastAPI's own spans (active only when a tracer provider is installed): one per
+        # request, under the request's traceparent and over the runs it starts; not one
+        # per dependency and endpoint besides, which tripled the spans of a run.
+        telemetry={"operation_spans": False},
     )
     install_error_handlers(app)
     for module in (meta, assistants, threads, runs, decisions):
