@@ -38,15 +38,18 @@ def _node_attributes(name: str, config: RunnableConfig) -> dict[str, Any]:
     meta = config.get("metadata") or {}
     conf = config.get("configurable") or {}
     thread_id = str(conf.get("thread_id", ""))
-    return {
+    attributes = {
         SPAN_KIND: "CHAIN",
         "interlock.node": name,
         "interlock.step": int(meta.get("langgraph_step", -1)),
         "interlock.task_id": str(conf.get("__pregel_task_id", "")),
-        "interlock.checkpoint_ns": str(meta.get("langgraph_checkpoint_ns", "")),
         SESSION_ID: thread_id,
         CONVERSATION_ID: thread_id,
     }
+    namespace = segment.parent_namespace(str(meta.get("langgraph_checkpoint_ns", "")))
+    if namespace:  # inside a subgraph: which one (the root graph's is "")
+        attributes["interlock.checkpoint_ns"] = namespace
+    return attributes
 
 
 def _interrupts(exc: GraphInterrupt) -> list[tuple[str, Any]]:
@@ -77,9 +80,7 @@ class _Probe:
             self.span = _tracer.start_span(f"node {name}", attributes=attributes)
             if self.segment is not None:
                 self.segment.node_started(
-                    name,
-                    attributes["interlock.step"],
-                    segment.parent_namespace(attributes["interlock.checkpoint_ns"]),
+                    name, attributes["interlock.step"], attributes.get("interlock.checkpoint_ns", "")
                 )
         self.started = time.perf_counter()
 
