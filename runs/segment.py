@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.trace import Link, Span, SpanContext, TraceFlags
@@ -89,7 +90,9 @@ class Segment:
 
     # lifetime
 
-    def __enter__(self) -> Segment:
+    def begin(self, enqueued_ms: int) -> Segment:
+        """The segment starts executing (its entry entered the queue at ``enqueued_ms``):
+        spans made from here on know their segment and thread; count the start."""
         self._tokens = [
             (current, current.set(self)),
             (current_thread, current_thread.set(self.thread_id)),
@@ -101,43 +104,39 @@ class Segment:
             attrs = {"graph_id": self.graph_id}
             instruments.runs_started.add(1, {**attrs, "resume": self.payload.continues is not None})
             previous = self.payload.continues
-            if previous is not None and self.attempt == 1:
-                if previous.interrupts:
+            # A take-over (attempt > 1) waited for a lease, not in the queue or for a person.
+            if self.attempt == 1:
+                waited = max(0.0, time.time() - enqueued_ms / 1000)
+                instruments.queue_wait.record(waited, attrs)
+                if previous is not None and previous.interrupts:
                     instruments.interrupts_pending.add(-previous.interrupts, attrs)
-                if previous.interrupted_at:
+                if previous is not None and previous.interrupted_at:
                     waited = max(0.0, time.time() - previous.interrupted_at / 1000)
                     instruments.interrupt_wait.record(waited, attrs)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def end(self, status: str | None = None, interrupts: Sequence[Mapping[str, Any]] = ()) -> None:
+        """The segment stopped executing: with its outcome ``status``, the final edges
+        and an ``interrupt`` event per pending interrupt go on the root span; node spans
+        still waiting for a checkpoint end."""
+        if status is not None:
+            self.root.set_attribute("interlock.run.status", status)
+            if status == "success":
+                with self._lock:
+                    last = self._steps.get("", (0, []))[1]
+                for node in last:
+                    self.root.add_event("edge", {"from": node, "to": END})
+            for item in interrupts:
+                value = item.get("value")
+                kind = value.get("type") if isinstance(value, dict) else None
+                attributes = {"interlock.interrupt.id": str(item.get("id", ""))}
+                if isinstance(kind, str):
+                    attributes["interlock.interrupt.type"] = kind
+                self.root.add_event("interrupt", attributes)
         for var, token in reversed(self._tokens):
             var.reset(token)
         self._tokens = []
         self.flush()
-
-    def queued_since(self, enqueued_ms: int) -> None:
-        """Record the queue wait of this segment (first attempt only: a take-over's wait
-        is a lease running out, not a queue)."""
-        instruments = metrics.instruments()
-        if instruments is not None and self.attempt == 1:
-            waited = max(0.0, time.time() - enqueued_ms / 1000)
-            instruments.queue_wait.record(waited, {"graph_id": self.graph_id})
-
-    def finish(self, status: str, interrupts: list[dict[str, Any]]) -> None:
-        """The segment's outcome: final edges and interrupt events on the root span."""
-        self.root.set_attribute("interlock.run.status", status)
-        if status == "success":
-            with self._lock:
-                last = self._steps.get("", (0, []))[1]
-            for node in last:
-                self.root.add_event("edge", {"from": node, "to": END})
-        for item in interrupts:
-            value = item.get("value")
-            kind = value.get("type") if isinstance(value, dict) else None
-            attributes = {"interlock.interrupt.id": str(item.get("id", ""))}
-            if isinstance(kind, str):
-                attributes["interlock.interrupt.type"] = kind
-            self.root.add_event("interrupt", attributes)
 
     def recorded(self, status: str, interrupts: int) -> None:
         """The outcome is on record: count it."""

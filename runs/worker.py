@@ -266,22 +266,22 @@ class Worker:
                 return
             attempt = int(token.rsplit(":", 1)[1])
             span.set_attribute("interlock.run.attempt", attempt)
+            segment = Segment(span, payload, thread_id, attempt=attempt).begin(
+                int(item.message_id.split("-")[0])
+            )
             sink = EventSink(self.store, thread_id, run_id)
-            with Segment(span, payload, thread_id, attempt=attempt) as segment:
-                segment.queued_since(int(item.message_id.split("-", 1)[0]))
-                try:
-                    outcome = await self._run_graph(payload, thread_id, run_id, token, sink)
-                except BaseException:
-                    await sink.abandon()
-                    raise
-                if outcome.error is not None:
-                    span.record_exception(outcome.error)
-                    span.set_status(
-                        Status(StatusCode.ERROR, f"{type(outcome.error).__name__}: {outcome.error}")
-                    )
-                    sink.emit("error", outcome.end["error"])
-                await sink.close()
-                segment.finish(outcome.run_status, outcome.end.get("interrupts") or [])
+            try:
+                outcome = await self._run_graph(payload, thread_id, run_id, token, sink)
+            except BaseException:
+                segment.end()
+                await sink.abandon()
+                raise
+            if outcome.error is not None:
+                span.record_exception(outcome.error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(outcome.error).__name__}: {outcome.error}"))
+                sink.emit("error", outcome.end["error"])
+            await sink.close()
+            segment.end(outcome.run_status, outcome.end.get("interrupts") or [])
         recorded = await self.store.finish_run(
             thread_id=thread_id,
             run_id=run_id,
