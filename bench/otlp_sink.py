@@ -4,8 +4,8 @@ counts what arrived, nothing else.
     python -m bench.otlp_sink PORT
 
 ``POST /v1/traces`` (protobuf, optionally gzip) answers 200 like a collector;
-``GET /count`` returns ``{"spans", "roots", "requests"}`` (``roots``: spans named
-``invoke_workflow …``), so a benchmark can check that every span it caused arrived. It runs
+``GET /count`` returns ``{"spans", "roots", "nodes", "requests"}`` (``roots``: spans named
+``invoke_workflow …``, ``nodes``: ``node …``), so a benchmark can check that every span it caused arrived. It runs
 as a process of its own, as a collector would, so its CPU is not the service's.
 """
 
@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 _lock = threading.Lock()
-_counts = {"spans": 0, "roots": 0, "requests": 0}
+_counts = {"spans": 0, "roots": 0, "nodes": 0, "requests": 0}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -41,6 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
             _counts["requests"] += 1
             _counts["spans"] += len(spans)
             _counts["roots"] += sum(1 for s in spans if s.name.startswith("invoke_workflow "))
+            _counts["nodes"] += sum(1 for s in spans if s.name.startswith("node "))
         reply = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
