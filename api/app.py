@@ -95,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Metrics first: the span processor reports its queue into the meter provider.
+        # Metrics first: with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true the span
+        # processor counts what it drops into the meter provider it finds at creation.
         configure_metrics(SERVICE_NAME, prometheus=settings.metrics)
         configure_tracing()
         async with open_engine(settings, workers=settings.workers) as engine:
