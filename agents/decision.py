@@ -28,7 +28,9 @@ from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from agents.llm import LLMClient, LLMRejected, LLMReply
+from core import metrics
 from core.errors import InterlockError
+from core.tracing import session_attributes
 
 __all__ = ["Branch", "Decision", "DecisionSpec", "Example", "decide"]
 
@@ -225,6 +227,7 @@ async def decide(
     with llm.tracer.start_as_current_span(f"decide {spec.name}") as span:
         span.set_attributes(
             {
+                **session_attributes(),
                 "openinference.span.kind": "CHAIN",
                 "agent.decision.node": spec.name,
                 "agent.decision.candidates": candidates,
@@ -308,7 +311,19 @@ async def decide(
             span.set_attribute("agent.decision.confidence", confidence)
         if llm.record_content:
             span.set_attribute("output.value", _reply_json(decision.chosen))
+        _count(decision)
         return decision
+
+
+def _count(decision: Decision) -> None:
+    instruments = metrics.instruments()
+    if instruments is None:
+        return
+    instruments.decisions.add(
+        1, {"node": decision.node, "branch": decision.chosen, "method": decision.method}
+    )
+    if decision.method == "fallback":
+        instruments.fallbacks.add(1, {"node": decision.node})
 
 
 _VALUE_START = re.compile(r'"branch"\s*:\s*"')

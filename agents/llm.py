@@ -32,8 +32,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 from pydantic import BaseModel, ConfigDict
 
+from core import metrics
 from core.errors import ConfigurationError, InterlockError, LLMUnavailable
 from core.settings import Settings
+from core.tracing import session_attributes
 
 __all__ = ["LLMClient", "LLMRejected", "LLMReply", "LLMUnavailable", "StructuredOutput"]
 
@@ -224,6 +226,7 @@ class LLMClient:
         ) as span:
             span.set_attributes(
                 {
+                    **session_attributes(),
                     "openinference.span.kind": "LLM",
                     "gen_ai.operation.name": "chat",
                     "gen_ai.system": "openai",
@@ -236,12 +239,15 @@ class LLMClient:
             )
             if self.record_content:
                 span.set_attribute("gen_ai.input.messages", _dump(list(messages)))
+            started = time.perf_counter()
             try:
                 reply = await self._call(messages, schema_name, schema, limit_s, temperature)
             except InterlockError as exc:
                 span.set_attribute("error.type", exc.message)
                 span.set_status(Status(StatusCode.ERROR, exc.message))
+                self._measure(time.perf_counter() - started, None, exc.message)
                 raise
+            self._measure(time.perf_counter() - started, reply, reply.problem)
             span.set_attributes(
                 {
                     "gen_ai.response.model": reply.model,
@@ -257,6 +263,21 @@ class LLMClient:
                 span.set_attribute("error.type", reply.problem)
                 span.set_status(Status(StatusCode.ERROR, reply.problem))
             return reply
+
+    def _measure(self, seconds: float, reply: LLMReply | None, error: str | None) -> None:
+        """GenAI client metrics: operation duration and token usage."""
+        instruments = metrics.instruments()
+        if instruments is None:
+            return
+        attrs: dict[str, str] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": self.model,
+        }
+        instruments.llm_duration.record(seconds, {**attrs, "error.type": error} if error else attrs)
+        if reply is not None:
+            instruments.tokens.record(reply.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+            instruments.tokens.record(reply.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
 
     async def _call(
         self,

@@ -20,8 +20,9 @@ from api.errors import error_response, install_error_handlers
 from api.responses import JSONResponse
 from api.routes import approvals, assistants, crons, decisions, meta, runs, threads, triggers
 from api.scheduler import CronScheduler
+from core.metrics import configure_metrics, shutdown_metrics
 from core.settings import Settings
-from core.tracing import configure_tracing, shutdown_tracing
+from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
 from store.apikeys import ApiKeyStore
 
@@ -100,6 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Metrics first: with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true the span
+        # processor counts what it drops into the meter provider it finds at creation.
+        configure_metrics(SERVICE_NAME, prometheus=settings.metrics)
         configure_tracing()
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
@@ -127,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     with contextlib.suppress(asyncio.CancelledError):
                         await deadlines
         shutdown_tracing()  # flush the spans of the last runs
+        shutdown_metrics()
 
     app = FastAPI(
         title="Interlock",
@@ -135,6 +140,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=JSONResponse,
         dependencies=[Depends(authenticate)],
+        # FastAPI's own spans (active only when a tracer provider is installed): one per
+        # request, under the request's traceparent and over the runs it starts; not one
+        # per dependency and endpoint besides, which tripled the spans of a run.
+        telemetry={"operation_spans": False},
     )
     install_error_handlers(app)
     for module in (meta, assistants, threads, runs, crons, decisions, approvals, console, triggers):

@@ -103,7 +103,9 @@ DEV_PRINCIPAL = Principal(
     tenant=DEFAULT_TENANT, roles=("admin",), key_id="auth-off", name="INTERLOCK_AUTH=off"
 )
 
-PUBLIC_PATHS = frozenset({"/ok", "/info", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/ok", "/info", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 # Authenticated by a per-trigger HMAC signature of the body instead of an API key
 # (``api/routes/triggers.py``): the outside systems that call them hold no keys.
 PUBLIC_PATHS |= {"/triggers/{name}"}

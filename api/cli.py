@@ -9,9 +9,10 @@ import signal
 import sys
 
 from core.errors import ConfigurationError
+from core.metrics import configure_metrics, shutdown_metrics
 from core.redis import check_server, make_client
 from core.settings import Settings
-from core.tracing import configure_tracing, shutdown_tracing
+from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
 from graphs.registry import GraphRegistry
 from runs.engine import open_engine
 
@@ -54,6 +55,7 @@ def _worker(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"redis_url": f"unix://{sock}"})
     asyncio.run(_preflight(settings))
     count = settings.workers or 1
+    configure_metrics(SERVICE_NAME)  # OTLP when configured: workers serve no /metrics
     configure_tracing()
 
     async def run() -> None:
@@ -72,6 +74,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     shutdown_tracing()  # flush the spans of the last runs
+    shutdown_metrics()
     return 0
 
 

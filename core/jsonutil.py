@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from core.errors import InvalidInput
+
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -29,7 +31,16 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default, option=_OPTIONS)
+    """JSON bytes. Text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``,
+    which JSON can spell but UTF-8 cannot hold) is refused as ``InvalidInput``."""
+    try:
+        return orjson.dumps(obj, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError as e:
+        if "surrogates" in str(e):
+            raise InvalidInput(
+                "the data holds a lone surrogate (\\ud800-\\udfff), which is not valid Unicode; send valid UTF-8 text"
+            ) from None
+        raise
 
 
 def loads(data: bytes | str) -> Any:

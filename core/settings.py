@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     webhook_retry_max_s: float = Field(default=300.0, gt=0)
     """Longest delay between two attempts."""
 
+    metrics: bool = True
+    """Keep OpenTelemetry metrics in the API process and serve them at ``/metrics``
+    (Prometheus text format). Off: no meter provider unless OTLP is configured."""
+
     trace_content: bool = False
     """Record prompts and completions on spans. Off by default: they may hold personal data."""
 

@@ -9,7 +9,8 @@ Set-up happens once per process, from the composition root, never at import time
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -24,6 +25,33 @@ CONVERSATION_ID = "gen_ai.conversation.id"
 SPAN_KIND = "openinference.span.kind"
 
 _configured = False
+
+current_thread: ContextVar[str | None] = ContextVar("interlock_thread", default=None)
+"""The thread whose run segment this task executes (set by the worker): spans made deep
+inside a node (decisions, LLM calls) take their session from it."""
+
+CheckpointListener = Callable[[str, str, int], None]
+"""Called with ``(checkpoint_ns, checkpoint_id, step)`` after a checkpoint is stored."""
+
+checkpoint_listener: ContextVar[CheckpointListener | None] = ContextVar(
+    "interlock_checkpoint_listener", default=None
+)
+"""Set by the worker while it traces a segment, so node spans can carry the id of the
+checkpoint written after them; unset (one lookup per checkpoint) otherwise."""
+
+
+def session_attributes() -> dict[str, str]:
+    """``session.id`` and ``gen_ai.conversation.id`` of the current thread, or nothing
+    outside a run."""
+    thread_id = current_thread.get()
+    return {SESSION_ID: thread_id, CONVERSATION_ID: thread_id} if thread_id else {}
+
+
+def checkpoint_written(checkpoint_ns: str, checkpoint_id: str, step: int) -> None:
+    """Tell the segment being traced (if any) that a checkpoint was stored."""
+    listener = checkpoint_listener.get()
+    if listener is not None:
+        listener(checkpoint_ns, checkpoint_id, step)
 
 
 def exporters_from_env(env: Mapping[str, str] | None = None) -> list[str]:

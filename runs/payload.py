@@ -30,6 +30,24 @@ class ResumeCommand(BaseModel):
     goto: Any = None
 
 
+class SegmentLink(BaseModel):
+    """The run segment a resume continues, as the thread record keeps it: the resumed
+    segment's trace links to it (``runs/segment.py``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    segment: int = 1
+    """Number of the continued segment (the first run of a thread is segment 1)."""
+    trace_id: str | None = None
+    """Its trace (32 hex digits); None when it was not traced."""
+    span_id: str | None = None
+    """Its root span (16 hex digits)."""
+    interrupts: int = 0
+    """Interrupts it left pending (this resume answers them)."""
+    interrupted_at: int | None = None
+    """When it paused (ms since the epoch)."""
+
+
 class RunPayload(BaseModel):
     """A run as queued. Fields may be added; workers ignore what they do not know."""
 
@@ -51,6 +69,8 @@ class RunPayload(BaseModel):
     durability: Literal["sync", "async", "exit"] | None = None
     trace_context: dict[str, str] = Field(default_factory=dict)
     """W3C trace context of the request that created the run (``traceparent``…)."""
+    continues: SegmentLink | None = None
+    """For a resume: the segment paused on the interrupts it answers."""
     tenant: str = "default"
     """Whose run it is; decisions and anything else the run writes carry it."""
     webhook: str | None = None

@@ -29,9 +29,9 @@ from agents.context import Context
 from core import jsonutil
 from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.ids import new_id, now_ms
-from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from runs.compile import CompiledGraph
 from runs.payload import RunPayload
+from runs.segment import Segment, root_span_arguments
 from store.approvals import ApprovalStore, approval_id
 from store.checkpoint import AsyncRedisSaver
 from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
@@ -292,28 +292,24 @@ class Worker:
         with _tracer.start_as_current_span(
             f"invoke_workflow {payload.graph_id}",
             context=parent,
-            attributes={
-                SPAN_KIND: "CHAIN",
-                "gen_ai.operation.name": "invoke_workflow",
-                "interlock.run_id": run_id,
-                "interlock.thread_id": thread_id,
-                "interlock.assistant_id": payload.assistant_id,
-                "interlock.graph_id": payload.graph_id,
-                SESSION_ID: thread_id,
-                CONVERSATION_ID: thread_id,
-            },
             record_exception=False,
             set_status_on_exception=False,
+            **root_span_arguments(payload, run_id, thread_id),
         ) as span:
             token = await self.store.claim_run(thread_id, run_id, self.name)
             if token is None:  # it ended while its entry waited: nothing left to do
                 await self.store.ack(item.message_id)
                 return
-            span.set_attribute("interlock.run.attempt", int(token.rsplit(":", 1)[1]))
+            attempt = int(token.rsplit(":", 1)[1])
+            span.set_attribute("interlock.run.attempt", attempt)
+            segment = Segment(span, payload, thread_id, attempt=attempt).begin(
+                int(item.message_id.split("-")[0])
+            )
             sink = EventSink(self.store, thread_id, run_id)
             try:
                 outcome = await self._run_graph(payload, thread_id, run_id, token, sink)
             except BaseException:
+                segment.end()
                 await sink.abandon()
                 raise
             if outcome.error is not None:
@@ -321,7 +317,7 @@ class Worker:
                 span.set_status(Status(StatusCode.ERROR, f"{type(outcome.error).__name__}: {outcome.error}"))
                 sink.emit("error", outcome.end["error"])
             await sink.close()
-            span.set_attribute("interlock.run.status", outcome.run_status)
+            segment.end(outcome.run_status, outcome.end.get("interrupts") or [])
         if outcome.approvals:
             # Before the outcome: a take-over after a crash in between re-runs the step,
             # pauses on the same interrupts and records them again (idempotent).
@@ -336,7 +332,10 @@ class Worker:
             interrupts=outcome.interrupts,
             end=outcome.end,
             token=token,
+            trace=segment.link_record(),
         )
+        if recorded:
+            segment.recorded(outcome.run_status, len(outcome.end.get("interrupts") or []))
         if not recorded:
             log.warning("run %s: worker %s lost ownership; its outcome was not recorded", run_id, self.name)
 

@@ -71,6 +71,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.redis import make_client
+from core.tracing import checkpoint_written
 from store.keys import check_prefix, escape_glob, hash_tag
 
 # The fence travels in the run config (see core.errors.FENCE_CONFIG_KEY).
@@ -467,6 +468,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             ok = await self._eval(_PUT, (*keys[:4], fence[0]), args)
         if not ok:
             raise self._fenced_out(fence, thread_id)
+        checkpoint_written(ns, checkpoint_id, int(metadata.get("step", -1)))
         return {
             "configurable": {
                 "thread_id": thread_id,

@@ -7,7 +7,7 @@ Redis Cluster slot and a Lua script may touch them together. ``P`` is the key pr
 | key                          | type   | holds                                                  |
 | ---------------------------- | ------ | ------------------------------------------------------ |
 | ``P th:{t}``                 | hash   | thread record: status, metadata, values, interrupts,   |
-|                              |        | graph_id, active_run                                   |
+|                              |        | graph_id, active_run, trace (last segment's trace ids) |
 | ``P th:{t}:runs``            | zset   | run ids of the thread, scored by creation time (ms)    |
 | ``P th:{t}:pending``         | list   | runs waiting for the thread's active run to finish     |
 | ``P run:{t}:<run>``          | hash   | run record: status, assistant, kwargs, timestamps      |

@@ -341,11 +341,15 @@ class RunStore:
         interrupts: Any,
         end: Mapping[str, Any],
         token: str,
+        trace: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record the outcome (and the webhook's delivery, if the run has one), close the
         event stream, ack the queue entry and start the thread's next pending run —
         atomically, and only while ``token`` still owns the run. Returns False (and writes
-        nothing) when it does not."""
+        nothing) when it does not.
+
+        ``trace`` (the segment's number and trace ids) is kept on the thread, for the
+        trace of a later resume to link to."""
         k = self.keys
         done = await self._finish_run(
             keys=[
@@ -356,6 +360,7 @@ class RunStore:
                 run_id, now_ms(), run_status, thread_status, jsonutil.dumps(values),
                 jsonutil.dumps(interrupts), jsonutil.dumps(dict(end)), message_id, QUEUE_GROUP,
                 k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, thread_id, token,
+                jsonutil.dumps(dict(trace)) if trace else b"",
             ],
         )  # fmt: skip
         return int(done) != -1
@@ -459,6 +464,7 @@ def thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
             metadata.setdefault(field, value.decode())
     values = raw.get(b"values")
     interrupts = raw.get(b"interrupts")
+    trace = raw.get(b"trace")
     return {
         "thread_id": raw[b"thread_id"].decode(),
         "created_at": int(raw[b"created_at"]),
@@ -470,6 +476,7 @@ def thread_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
         "graph_id": _text(raw.get(b"graph_id")),
         "active_run": _text(raw.get(b"active_run")),
         "tenant": _tenant(raw),
+        "trace": jsonutil.loads(trace) if trace else None,
     }
 
 

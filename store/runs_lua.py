@@ -261,7 +261,8 @@ return epoch
 
 # KEYS: thread, pending, run, queue, events, fence, webhooks
 # ARGV: run_id, now, run_status, thread_status, values_json, interrupts_json, end_data,
-#       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id, token
+#       queue_msg_id, group, run_key_prefix, events_maxlen, events_ttl_s, thread_id, token,
+#       trace_json ('' for none: the segment's number and trace ids, for a resume to link to)
 # Returns 1, or -1 when the caller no longer owns the run (fenced out: nothing written).
 FINISH_RUN = (
     NOTIFY_FN
@@ -281,6 +282,7 @@ end
 if redis.call('HGET', thread, 'active_run') ~= run_id then return 0 end
 redis.call('HSET', thread, 'status', ARGV[4], 'values', ARGV[5], 'interrupts', ARGV[6],
   'updated_at', now)
+if ARGV[15] ~= '' then redis.call('HSET', thread, 'trace', ARGV[15]) end
 local next_run = redis.call('LPOP', pending)
 if next_run then
   local payload = redis.call('HGET', ARGV[10] .. next_run, 'payload')

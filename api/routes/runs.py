@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response, StreamingResponse
 
@@ -27,8 +27,9 @@ from api.routes.threads import delete_thread_and_checkpoints, get_thread_admin, 
 from api.schemas import MAX_OFFSET, RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import new_id
+from core.tracing import CONVERSATION_ID, SESSION_ID
 from runs.engine import Engine
-from runs.payload import RunPayload, StreamMode
+from runs.payload import RunPayload, SegmentLink, StreamMode
 from store.approvals import Answering
 from store.runs import END_EVENT, TERMINAL_STATUSES
 
@@ -97,6 +98,17 @@ def _check_resume(record: dict[str, Any], resume: Any) -> None:
         )
 
 
+def _continues(record: dict[str, Any]) -> SegmentLink | None:
+    """The paused segment a resume continues (its trace links to it), from the thread
+    record just read; None when nothing is paused now (the resume waits behind a run)."""
+    if record["status"] != "interrupted" or record.get("active_run"):
+        return None
+    pending = sum(len(group) for group in record["interrupts"].values())
+    return SegmentLink.model_validate(
+        {**(record.get("trace") or {}), "interrupts": pending, "interrupted_at": record["updated_at"]}
+    )
+
+
 async def submit_run(
     engine: Engine,
     request: Request | None,
@@ -127,17 +139,25 @@ async def submit_run(
         check_input(engine, graph_id, body.input)
     is_resume = body.command is not None and body.command.resume is not None
     answering: list[Answering] = []
+    continues: SegmentLink | None = None
     if is_resume:
         assert body.command is not None
         record = await engine.store.get_thread(thread_id, principal.tenant)
         if record is not None:
             _check_resume(record, body.command.resume)
+            continues = _continues(record)
         resume, answering = await answered_approvals(engine, principal, record, body.command.resume)
         if answering:
             body = body.model_copy(update={"command": body.command.model_copy(update={"resume": resume})})
     carrier: dict[str, str] = {}
     if request is not None:
-        propagate.inject(carrier, context=propagate.extract(request.headers))
+        # Under the request's own span when the API traces (FastAPI opens one, itself a
+        # child of the request's ``traceparent``), else straight under that header.
+        span = trace.get_current_span()
+        here = span.get_span_context().is_valid
+        if span.is_recording():
+            span.set_attributes({SESSION_ID: thread_id, CONVERSATION_ID: thread_id})
+        propagate.inject(carrier, context=None if here else propagate.extract(request.headers))
     checkpoint_id = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
     if checkpoint_id is not None and not isinstance(checkpoint_id, str):
         raise InvalidInput("checkpoint.checkpoint_id must be a string (a checkpoint id)")
@@ -156,6 +176,7 @@ async def submit_run(
         checkpoint_id=checkpoint_id,
         durability=body.durability,
         trace_context=carrier,
+        continues=continues,
         tenant=principal.tenant,
         webhook=body.webhook,
     )

@@ -231,6 +231,7 @@ def test_every_route_has_the_access_we_meant() -> None:
     expected = {
         ("GET", "/ok"): None,
         ("GET", "/info"): None,
+        ("GET", "/metrics"): None,
         ("GET", "/openapi.json"): None,
         ("GET", "/docs"): None,
         ("GET", "/docs/oauth2-redirect"): None,

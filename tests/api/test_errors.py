@@ -184,3 +184,9 @@ async def test_cancel_errors(http: httpx.AsyncClient, client: LangGraphClient) -
     strategy = await http.post(f"/threads/{tid}/runs", json={**body, "multitask_strategy": "sometimes"})
     expect_error(strategy, 422)
     assert len(await client.runs.list(tid)) == 1
+
+
+async def test_text_that_is_not_unicode_is_422_and_writes_nothing(http: httpx.AsyncClient) -> None:
+    body = b'{"metadata": {"name": "\\ud800"}}'
+    r = await http.post("/threads", content=body, headers={"content-type": "application/json"})
+    assert "surrogate" in expect_error(r, 422)

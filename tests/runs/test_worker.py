@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from runs.engine import Engine
-from runs.payload import RunPayload
+from runs.payload import RunPayload, SegmentLink
 from store.runs import RunStore
 
 
@@ -19,6 +19,7 @@ async def run_to_end(
     input: dict[str, Any] | None = None,
     command: dict[str, Any] | None = None,
     trace_context: dict[str, str] | None = None,
+    continues: SegmentLink | None = None,
 ) -> dict[str, Any]:
     payload = RunPayload(
         graph_id="support_triage",
@@ -26,6 +27,7 @@ async def run_to_end(
         input=input,
         command=command,  # type: ignore[arg-type]
         trace_context=trace_context or {},
+        continues=continues,
     )
     run_id = str(uuid.uuid4())
     await engine.store.create_run(
