@@ -97,9 +97,10 @@ evals: $(VENV)/.installed-dev $(VENV)/.installed-llm
 	$(BIN)/interlock eval support_triage.triage --split test
 
 # Fault injection for longer than the CI's 40 s: kills, pauses, API and Redis restarts.
+CHAOS_ORDER_SECONDS ?= 120
 CHAOS_SECONDS ?= 600
 chaos: $(VENV)/.installed-dev
-	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_REPORT=bench/results/chaos.md $(BIN)/pytest -s tests/chaos
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_ORDER_SECONDS=$(CHAOS_ORDER_SECONDS) CHAOS_REPORT=bench/results/chaos.md $(BIN)/pytest -s tests/chaos
 
 clean:
 	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache .ruff_cache .mypy_cache
