@@ -4,10 +4,12 @@ accepted and ignored; wrong types are a 422 with the field named."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runs.payload import ResumeCommand, StreamMode
@@ -23,6 +25,21 @@ def iso(ms: int | None) -> str | None:
 MAX_OFFSET = 1_000_000_000
 """Largest paging offset accepted (Redis ranges take 64-bit integers; a bound keeps every
 offset a 422 or a page, never a 500)."""
+
+
+def page_headers(response: Response, *, total: int, offset: int, limit: int) -> None:
+    """``X-Pagination-Total`` and, when more follow, ``X-Pagination-Next`` (the offset of
+    the next page), as the protocol's search routes answer them."""
+    response.headers["X-Pagination-Total"] = str(total)
+    if offset + limit < total:
+        response.headers["X-Pagination-Next"] = str(offset + limit)
+
+
+def selected(views: list[dict[str, Any]], select: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Only the ``select``ed fields of each view (all of them without a selection)."""
+    if not select:
+        return views
+    return [{k: v for k, v in view.items() if k in select} for view in views]
 
 
 class ThreadCreate(BaseModel):

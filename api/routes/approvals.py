@@ -21,7 +21,7 @@ from api.deps import EngineDep
 from api.graph_path import graph_path
 from api.routes.runs import run_view, submit_run
 from api.routes.threads import thread_view
-from api.schemas import MAX_OFFSET, RunCreate, iso
+from api.schemas import MAX_OFFSET, RunCreate, iso, page_headers
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.ids import now_ms
 from runs.engine import Engine
@@ -162,7 +162,7 @@ async def list_approvals(
         older_than_s=older_than_s,
         sort=sort,
     )
-    response.headers["X-Pagination-Total"] = str(len(found))
+    page_headers(response, total=len(found), offset=offset, limit=limit)
     return [approval_view(a) for a in found[offset : offset + limit]]
 
 

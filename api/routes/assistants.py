@@ -8,7 +8,6 @@ new version, ``POST /assistants/{id}/latest`` makes an older one current again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -27,6 +26,8 @@ from api.schemas import (
     AssistantSearch,
     AssistantVersionsSearch,
     iso,
+    page_headers,
+    selected,
 )
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import default_assistant_id, is_uuid, new_id
@@ -189,12 +190,6 @@ async def create_assistant(body: AssistantCreate, engine: EngineDep, store: Assi
     return assistant_view(doc)
 
 
-def _select(items: list[dict[str, Any]], select: Sequence[str] | None) -> list[dict[str, Any]]:
-    if not select:
-        return items
-    return [{k: v for k, v in item.items() if k in select} for item in items]
-
-
 async def _matching(engine: Engine, store: AssistantStore, body: AssistantCount) -> list[dict[str, Any]]:
     found = [_default_doc(engine, g) for g in engine.registry.ids()]
     found += await store.all()
@@ -219,10 +214,8 @@ async def search_assistants(
         reverse=body.sort_order == "desc",
     )
     page = found[body.offset : body.offset + body.limit]
-    response.headers["X-Pagination-Total"] = str(len(found))
-    if body.offset + body.limit < len(found):
-        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
-    return _select([assistant_view(a) for a in page], body.select)
+    page_headers(response, total=len(found), offset=body.offset, limit=body.limit)
+    return selected([assistant_view(a) for a in page], body.select)
 
 
 @router.post("/assistants/count")

@@ -26,7 +26,7 @@ from api.routes.assistants import resolve_assistant_async
 # The same check a run's input gets when the run is created (it is private to that module).
 from api.routes.runs import check_input
 from api.routes.threads import require_thread
-from api.schemas import SortOrder, iso
+from api.schemas import SortOrder, iso, page_headers, selected
 from core import jsonutil
 from core.cron import Schedule
 from core.errors import InvalidInput, NotFound
@@ -257,13 +257,8 @@ async def search_crons(
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    response.headers["X-Pagination-Total"] = str(total)
-    if body.offset + body.limit < total:
-        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
-    views = [cron_view(c) for c in page]
-    if body.select:
-        views = [{k: v for k, v in view.items() if k in body.select} for view in views]
-    return views
+    page_headers(response, total=total, offset=body.offset, limit=body.limit)
+    return selected([cron_view(c) for c in page], body.select)
 
 
 @router.post("/runs/crons/count")

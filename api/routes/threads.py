@@ -26,6 +26,8 @@ from api.schemas import (
     ThreadSearch,
     ThreadStateUpdate,
     iso,
+    page_headers,
+    selected,
 )
 from core.errors import FENCE_CONFIG_KEY, Conflict, FencedOut, InvalidInput, NotFound
 from core.ids import is_uuid, new_id
@@ -249,13 +251,8 @@ async def search_threads(
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    response.headers["X-Pagination-Total"] = str(total)
-    if body.offset + body.limit < total:
-        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
-    views = [thread_view(r) for r in page]
-    if body.select:
-        views = [{k: v for k, v in view.items() if k in body.select} for view in views]
-    return views
+    page_headers(response, total=total, offset=body.offset, limit=body.limit)
+    return selected([thread_view(r) for r in page], body.select)
 
 
 @router.post("/threads/count")
