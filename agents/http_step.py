@@ -36,9 +36,8 @@ from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from agents.context import Context
-from agents.tools import effect_once
+from agents.tools import effect_once, tool_span_attributes
 from core.errors import TransientError
-from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 
 _tracer = trace.get_tracer("interlock.agents")
 
@@ -216,14 +215,7 @@ async def http_read(
     info = runtime.execution_info
     thread_id = (info.thread_id if info else None) or "-"
     with _tracer.start_as_current_span(
-        f"execute_tool {name}",
-        attributes={
-            SPAN_KIND: "TOOL",
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": name,
-            SESSION_ID: thread_id,
-            CONVERSATION_ID: thread_id,
-        },
+        f"execute_tool {name}", attributes=tool_span_attributes(name, thread_id)
     ) as span:
         return await request(
             base_url or runtime.context.demo_systems_url, "GET", path, retry=retry, span=span

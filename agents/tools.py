@@ -25,6 +25,20 @@ from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 _tracer = trace.get_tracer("interlock.agents")
 
 
+def tool_span_attributes(name: str, thread_id: str, task_id: str | None = None) -> dict[str, Any]:
+    """Attributes of an ``execute_tool <name>`` span (GenAI conventions, OpenInference kind)."""
+    attributes: dict[str, Any] = {
+        SPAN_KIND: "TOOL",
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        SESSION_ID: thread_id,
+        CONVERSATION_ID: thread_id,
+    }
+    if task_id is not None:
+        attributes["interlock.task_id"] = task_id
+    return attributes
+
+
 def effect_key(prefix: str, thread_id: str, task_id: str, name: str) -> str:
     """Ledger key of one side effect; carries the thread's hash tag."""
     return f"{prefix}fx:{{{thread_id}}}:{task_id}:{name}"
@@ -53,15 +67,7 @@ async def effect_once(
     thread_id = info.thread_id or "-"
     key = effect_key(ctx.key_prefix, thread_id, info.task_id, name)
     with _tracer.start_as_current_span(
-        f"execute_tool {name}",
-        attributes={
-            SPAN_KIND: "TOOL",
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": name,
-            "interlock.task_id": info.task_id,
-            SESSION_ID: thread_id,
-            CONVERSATION_ID: thread_id,
-        },
+        f"execute_tool {name}", attributes=tool_span_attributes(name, thread_id, info.task_id)
     ) as span:
         fence = _fence()
         done = await _record(ctx, key, fence, None)
