@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -155,6 +155,12 @@ async def check_server(client: aredis.Redis) -> str:
             "(XAUTOCLAIM, GETDEL, Lua). Upgrade it or unset REDIS_URL to use the embedded Redis."
         )
     return version
+
+
+async def awaited(result: Awaitable[Any] | Any) -> Any:
+    """The value of a redis-py asyncio command: its stubs type many of them as
+    ``Awaitable | value``, and they are awaitables."""
+    return await result if isinstance(result, Awaitable) else result
 
 
 SOCKET_TIMEOUT_S = 15.0

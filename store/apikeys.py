@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aredis
 
 from core import jsonutil
 from core.ids import now_ms
+from core.redis import awaited
 from store.keys import check_prefix
 
 KEY_PREFIX = "il_"
@@ -34,10 +35,6 @@ class ApiKeyStore:
         self.client = client
         self.key = f"{check_prefix(prefix)}apikeys"
 
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        return await result if isinstance(result, Awaitable) else result
-
     async def create(
         self, *, tenant: str, roles: Sequence[str], name: str = "", groups: Sequence[str] = ()
     ) -> tuple[str, dict[str, Any]]:
@@ -51,15 +48,15 @@ class ApiKeyStore:
             "groups": list(groups),
             "created_at": now_ms(),
         }
-        await self._await(self.client.hset(self.key, digest(key), jsonutil.dumps(record)))
+        await awaited(self.client.hset(self.key, digest(key), jsonutil.dumps(record)))
         return key, record
 
     async def lookup(self, key: str) -> dict[str, Any] | None:
-        raw = await self._await(self.client.hget(self.key, digest(key)))
+        raw = await awaited(self.client.hget(self.key, digest(key)))
         return jsonutil.loads(raw) if raw else None
 
     async def list(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.key))
+        raw: dict[bytes, bytes] = await awaited(self.client.hgetall(self.key))
         records = [jsonutil.loads(v) for v in raw.values()]
         return sorted(
             (r for r in records if tenant is None or r["tenant"] == tenant), key=lambda r: r["created_at"]
@@ -67,8 +64,8 @@ class ApiKeyStore:
 
     async def revoke(self, key_id: str) -> bool:
         """Delete the key with this id. Returns whether one existed."""
-        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.key))
+        raw: dict[bytes, bytes] = await awaited(self.client.hgetall(self.key))
         for field, value in raw.items():
             if jsonutil.loads(value)["id"] == key_id:
-                return bool(await self._await(self.client.hdel(self.key, field)))
+                return bool(await awaited(self.client.hdel(self.key, field)))
         return False

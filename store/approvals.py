@@ -28,7 +28,7 @@ it announces, and delivered, signed and retried like run webhooks (``runs/webhoo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,7 @@ import redis.asyncio as aredis
 
 from core import jsonutil
 from core.ids import now_ms
+from core.redis import awaited
 from store.keys import check_prefix
 
 # Shared: announce an approval event on the webhooks stream ('' url: nothing).
@@ -171,10 +172,6 @@ class ApprovalStore:
     def audit_key(self, tenant: str) -> str:
         return f"{self.prefix}audit:{tenant}"
 
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        return await result
-
     async def record(self, docs: Sequence[dict[str, Any]]) -> int:
         """Make the approvals a paused run waits on (idempotent). Returns how many are new."""
         if not docs:
@@ -207,7 +204,7 @@ class ApprovalStore:
 
     async def get(self, approval_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The approval with its current status, or None (also when it is another tenant's)."""
-        thread_id = await self._await(self.client.hget(self.where_key, approval_id))
+        thread_id = await awaited(self.client.hget(self.where_key, approval_id))
         if thread_id is None:
             return None
         found = await self._many([(thread_id.decode(), approval_id)])

@@ -20,7 +20,7 @@ concurrent patches never lose one another's version: the loser re-reads and retr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aredis
@@ -28,6 +28,7 @@ import redis.asyncio as aredis
 from core import jsonutil
 from core.errors import Conflict, NotFound, TransientError
 from core.ids import now_ms
+from core.redis import awaited
 from store.keys import check_prefix
 from store.layout import DEFAULT_TENANT
 
@@ -105,21 +106,16 @@ class AssistantStore:
     def versions_key(self, assistant_id: str) -> str:
         return f"{self.prefix}asst:{assistant_id}:v"
 
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        """redis-py types some asyncio commands as ``Awaitable | value``; they are awaitables."""
-        return await result
-
     def _owned(self, doc: Mapping[str, Any]) -> bool:
         return bool(doc.get("tenant", DEFAULT_TENANT) == self.tenant)
 
     async def get(self, assistant_id: str) -> dict[str, Any] | None:
-        raw = await self._await(self.client.hget(self.key(assistant_id), "doc"))
+        raw = await awaited(self.client.hget(self.key(assistant_id), "doc"))
         doc = dict(jsonutil.loads(raw)) if raw else None
         return doc if doc is not None and self._owned(doc) else None
 
     async def _current(self, assistant_id: str) -> tuple[dict[str, Any], bytes, int]:
-        doc, rev, max_version = await self._await(
+        doc, rev, max_version = await awaited(
             self.client.hmget(self.key(assistant_id), ["doc", "rev", "max_version"])
         )
         current = dict(jsonutil.loads(doc)) if doc is not None else None
@@ -210,7 +206,7 @@ class AssistantStore:
         """Make an existing version the current one (no new version is written)."""
         if await self.get(assistant_id) is None:
             raise NotFound(f"assistant {assistant_id} not found")
-        raw = await self._await(self.client.hget(self.versions_key(assistant_id), str(version)))
+        raw = await awaited(self.client.hget(self.versions_key(assistant_id), str(version)))
         if raw is None:
             if await self.get(assistant_id) is None:
                 raise NotFound(f"assistant {assistant_id} not found")
@@ -227,7 +223,7 @@ class AssistantStore:
         """Every version, newest number first; None when the assistant does not exist."""
         if await self.get(assistant_id) is None:
             return None
-        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.versions_key(assistant_id)))
+        raw: dict[bytes, bytes] = await awaited(self.client.hgetall(self.versions_key(assistant_id)))
         if not raw:
             return None
         found = [dict(jsonutil.loads(v)) for v in raw.values()]

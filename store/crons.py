@@ -25,7 +25,7 @@ same fire, whose run already exists, and advances.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ import redis.asyncio as aredis
 from core import jsonutil
 from core.errors import TransientError
 from core.ids import now_ms
+from core.redis import awaited
 from store import crons_lua as lua
 from store.assistants import contains
 from store.keys import check_prefix
@@ -154,11 +155,6 @@ class CronStore:
         self._advance = client.register_script(lua.ADVANCE)
         self._disable = client.register_script(lua.DISABLE)
 
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        """redis-py types some asyncio commands as ``Awaitable | value``; they are awaitables."""
-        return await result
-
     def key(self, cron_id: str) -> str:
         return f"{self.prefix}cron:{{crons}}:{cron_id}"
 
@@ -212,7 +208,7 @@ class CronStore:
         stop at once. Returns whether there was one."""
         owner = tenant
         if owner is None:
-            raw = await self._await(self.client.hget(self.key(cron_id), "tenant"))
+            raw = await awaited(self.client.hget(self.key(cron_id), "tenant"))
             if raw is None:
                 return False
             owner = raw.decode()

@@ -9,7 +9,7 @@ once. Key layout: ``store/layout.py``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -18,6 +18,7 @@ import redis.asyncio as aredis
 from core import jsonutil
 from core.errors import Conflict, NotFound
 from core.ids import now_ms
+from core.redis import awaited
 from store import runs_lua as lua
 from store.approvals import Answering
 from store.layout import DEFAULT_TENANT, QUEUE_GROUP, Layout
@@ -95,11 +96,6 @@ class RunStore:
         self._rollback_done = client.register_script(lua.ROLLBACK_DONE)
         self._delete_run = client.register_script(lua.DELETE_RUN)
 
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        """redis-py types some asyncio commands as ``Awaitable | value``; they are awaitables."""
-        return await result
-
     async def setup(self) -> None:
         """Create the queue's consumer group (idempotent)."""
         try:
@@ -132,7 +128,7 @@ class RunStore:
 
     async def get_thread(self, thread_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The thread, or None when there is none (or, given ``tenant``, it is another's)."""
-        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.thread(thread_id)))
+        raw: dict[bytes, bytes] = await awaited(self.client.hgetall(self.keys.thread(thread_id)))
         if not raw or (tenant is not None and _tenant(raw) != tenant):
             return None
         return thread_record(raw)
@@ -243,7 +239,7 @@ class RunStore:
     async def rollback_base(self, thread_id: str, run_id: str) -> tuple[bytes, set[bytes]] | None:
         """The checkpoint a run started from and the writes it had then (noted at the
         run's first claim), or None when the run started on an empty thread or never ran."""
-        cp, writes = await self._await(
+        cp, writes = await awaited(
             self.client.hmget(self.keys.run(thread_id, run_id), ["base_cp", "base_writes"])
         )
         if not cp:
@@ -277,7 +273,7 @@ class RunStore:
 
     async def get_run(self, thread_id: str, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The run, or None when there is none (or, given ``tenant``, it is another's)."""
-        raw: dict[bytes, bytes] = await self._await(self.client.hgetall(self.keys.run(thread_id, run_id)))
+        raw: dict[bytes, bytes] = await awaited(self.client.hgetall(self.keys.run(thread_id, run_id)))
         if not raw or (tenant is not None and _tenant(raw) != tenant):
             return None
         return _run_record(raw)

@@ -15,7 +15,7 @@ change's checkpoint write fails instead of forking the run's history (``FencedOu
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ import redis.asyncio as aredis
 from core import jsonutil
 from core.errors import Conflict, NotFound, TransientError
 from core.ids import new_id, now_ms
+from core.redis import awaited
 from store.assistants import contains
 from store.layout import DEFAULT_TENANT, Layout
 from store.runs import thread_record
@@ -167,11 +168,6 @@ class ThreadAdmin:
         self._take_fence = client.register_script(_TAKE_FENCE)
         self._release_fence = client.register_script(_RELEASE_FENCE)
 
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        """redis-py types some asyncio commands as ``Awaitable | value``; they are awaitables."""
-        return await result
-
     async def _records(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         pipe = self.client.pipeline(transaction=False)
         for thread_id in ids:
@@ -225,7 +221,7 @@ class ThreadAdmin:
         return len(await self._matching(where))
 
     async def raw(self, thread_id: str) -> RawThread | None:
-        metadata, graph_id, assistant_id = await self._await(
+        metadata, graph_id, assistant_id = await awaited(
             self.client.hmget(self.keys.thread(thread_id), ["metadata", "graph_id", "assistant_id"])
         )
         if metadata is None:

@@ -16,7 +16,7 @@ attempt that still owns the delivery (the stream entry's consumer, or the claim 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -195,10 +195,6 @@ class WebhookStore:
         self._settle = client.register_script(_SETTLE)
         self._reschedule = client.register_script(_RESCHEDULE)
         self._claim_due = client.register_script(_CLAIM_DUE)
-
-    @staticmethod
-    async def _await(result: Awaitable[Any] | Any) -> Any:
-        return await result
 
     async def setup(self) -> None:
         """Create the stream's consumer group (idempotent)."""
