@@ -151,13 +151,18 @@ class RunStore:
         answering: Sequence[Answering] = (),
         audit_key: str = "",
         due_key: str = "",
-    ) -> RunStatus:
+    ) -> dict[str, Any]:
         """Write the run record and enqueue it (or queue it behind the thread's active
         run) in one atomic step. Raises NotFound/Conflict and then writes nothing.
+
+        Returns the record as written (what ``get_run`` read at that instant): a worker may
+        claim the run before the caller answers, and the protocol answers with the run as
+        it was created.
 
         ``payload["webhook"]``, when set, is noted on the run record: whatever ends the run
         records the webhook's delivery in the same step (``store/webhooks.py``)."""
         k = self.keys
+        now = now_ms()
         try:
             status = await self._create_run(
                 keys=[
@@ -167,7 +172,7 @@ class RunStore:
                     *([audit_key, due_key, *(a.key for a in answering)] if answering else []),
                 ],
                 args=[
-                    run_id, thread_id, now_ms(), strategy, if_not_exists, "1" if is_resume else "0",
+                    run_id, thread_id, now, strategy, if_not_exists, "1" if is_resume else "0",
                     graph_id, assistant_id, jsonutil.dumps(dict(metadata)), jsonutil.dumps(dict(payload)),
                     k.run_prefix(thread_id), self.events_maxlen, self.events_ttl_s, tenant,
                     RECENT_RUNS, payload.get("webhook") or "",
@@ -178,7 +183,19 @@ class RunStore:
             )  # fmt: skip
         except aredis.ResponseError as e:
             _raise_script_error(e, thread_id)
-        return cast(RunStatus, status.decode())
+        return {
+            "run_id": run_id,
+            "thread_id": thread_id,
+            "assistant_id": assistant_id,
+            "graph_id": graph_id,
+            "created_at": now,
+            "updated_at": now,
+            "status": cast(RunStatus, status.decode()),
+            "metadata": dict(metadata),
+            "multitask_strategy": strategy,
+            "kwargs": dict(payload),
+            "tenant": tenant,
+        }
 
     async def cancel_run(
         self, thread_id: str, run_id: str, action: Literal["interrupt", "rollback"] = "interrupt"

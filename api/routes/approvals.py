@@ -241,13 +241,13 @@ async def decide(
     )
     thread = await engine.store.get_thread(approval["thread_id"], principal.tenant)
     queued = bool(thread and thread.get("active_run"))  # the new run waits for that one
-    run_id, status = await submit_run(engine, request, principal, approval["thread_id"], resume, [])
+    run_id, record = await submit_run(engine, request, principal, approval["thread_id"], resume, [])
     decided = await require_approval(engine, approval_id, principal.tenant)
     routes = meta.get(ROUTES_METADATA_KEY, {})
     target = routes.get(body.decision)
     return {
         "approval": approval_view(decided),
-        "run": {"run_id": run_id, "thread_id": approval["thread_id"], "status": status},
+        "run": {"run_id": run_id, "thread_id": approval["thread_id"], "status": record["status"]},
         "next": (
             f"run {run_id} resumes thread {approval['thread_id']} at '{approval['node']}' with "
             f"'{body.decision}'"

@@ -118,8 +118,9 @@ async def submit_run(
     publish: list[StreamMode],
     *,
     run_id: str | None = None,
-) -> tuple[str, str]:
-    """Validate, then record and enqueue the run. Returns ``(run_id, status)``.
+) -> tuple[str, dict[str, Any]]:
+    """Validate, then record and enqueue the run. Returns ``(run_id, record)``, the record
+    as written (``store.create_run``).
 
     ``request`` carries the trace context to continue (None for runs the service starts
     itself, such as crons). ``run_id``: the id to give the run (a new one by default); a
@@ -181,7 +182,7 @@ async def submit_run(
         webhook=body.webhook,
     )
     run_id = run_id or new_id()
-    status = await engine.store.create_run(
+    record = await engine.store.create_run(
         run_id=run_id,
         thread_id=thread_id,
         graph_id=graph_id,
@@ -196,7 +197,7 @@ async def submit_run(
         audit_key=engine.approvals.audit_key(principal.tenant),
         due_key=engine.approvals.due_key,
     )
-    return run_id, status
+    return run_id, record
 
 
 def _run_headers(thread_id: str, run_id: str, location: str) -> dict[str, str]:
@@ -267,9 +268,7 @@ async def wait_run(
 async def create_run(
     thread_id: str, body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
 ) -> Response:
-    run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
-    record = await engine.store.get_run(thread_id, run_id)
-    assert record is not None
+    run_id, record = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
     return JSONResponse(run_view(record), headers=_run_headers(thread_id, run_id, ""))
 
 
@@ -326,9 +325,7 @@ async def stateless_create(
     body: RunCreate, request: Request, engine: EngineDep, principal: PrincipalDep
 ) -> Response:
     thread_id, body, delete = _stateless(body)
-    run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
-    record = await engine.store.get_run(thread_id, run_id)
-    assert record is not None
+    run_id, record = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
     if delete:
         _spawn_cleanup(engine, thread_id, run_id, principal.tenant)
     return JSONResponse(run_view(record))
@@ -352,9 +349,7 @@ async def stateless_batch(
     created = []
     for body in bodies:
         thread_id, body, delete = _stateless(body)
-        run_id, _ = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
-        record = await engine.store.get_run(thread_id, run_id)
-        assert record is not None
+        run_id, record = await submit_run(engine, request, principal, thread_id, body, body.stream_modes)
         if delete:
             _spawn_cleanup(engine, thread_id, run_id, principal.tenant)
         created.append(run_view(record))
