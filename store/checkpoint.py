@@ -44,7 +44,6 @@ checkpoint refers to, so do not run them on a thread while a run is writing to i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Final, NamedTuple, cast
@@ -72,6 +71,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.redis import make_client
 from core.tracing import checkpoint_written
+from store.checkpoint_lua import DROP, LOAD, PUT, PUT_WRITES, Lua
 from store.keys import check_prefix, escape_glob, hash_tag
 
 # The fence travels in the run config (see core.errors.FENCE_CONFIG_KEY).
@@ -95,177 +95,6 @@ class ThreadKeys(NamedTuple):
     blobs: bytes
     write_ids: bytes
     writes: bytes
-
-
-class _Lua:
-    """A Lua script called by SHA; loaded on first ``NOSCRIPT`` (e.g. after a restart)."""
-
-    __slots__ = ("_head", "sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
-
-    def call(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
-        """The RESP encoding of ``EVALSHA sha len(keys) *keys *args``."""
-        n = str(len(keys)).encode()
-        parts = [b"*%d\r\n" % (len(keys) + len(args) + 3), self._head, b"$%d\r\n%s\r\n" % (len(n), n)]
-        for part in (*keys, *args):
-            parts += (b"$%d\r\n" % len(part), part, b"\r\n")
-        return b"".join(parts)
-
-
-# Shared helpers. Lua's unpack() fails past ~8000 values, hence the 1000-value chunks.
-_LUA_HELPERS = r"""
-local function chunked(cmd, key, list)
-  for s = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
-  end
-end
-local function hmget(key, fields)
-  if #fields <= 1000 then return redis.call('HMGET', key, unpack(fields)) end
-  local out = {}
-  for s = 1, #fields, 1000 do
-    for _, v in ipairs(redis.call('HMGET', key, unpack(fields, s, math.min(s + 999, #fields)))) do
-      out[#out + 1] = v
-    end
-  end
-  return out
-end
--- Splits a refs value (channel\0version\1…) into blob fields of namespace prefix `pre`.
-local function blob_fields(pre, refs, out)
-  local n, pos = #out, 1
-  while true do
-    local j = string.find(refs, '\1', pos, true)
-    n = n + 1
-    if not j then out[n] = pre .. string.sub(refs, pos); return out end
-    out[n] = pre .. string.sub(refs, pos, j - 1)
-    pos = j + 1
-  end
-end
-local function ns_prefix(f) return string.sub(f, 1, string.find(f, '\0', 1, true)) end
-"""
-
-# KEYS: index, records, refs, blobs [, fence]
-# ARGV: fence value, field, record, refs, blob field/value pairs…
-_PUT = _Lua(
-    r"""
-if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[1], 0, ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-if #ARGV > 4 then
-  if #ARGV <= 1004 then redis.call('HSET', KEYS[4], unpack(ARGV, 5)) else
-    for s = 5, #ARGV, 1000 do redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 999, #ARGV))) end
-  end
-end
-return 1
-"""
-)
-
-# KEYS: write_ids, writes [, fence]
-# ARGV: fence value, then (field, value, overwrite "1"/"0") triples
-_PUT_WRITES = _Lua(
-    r"""
-if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-for k = 2, #ARGV, 3 do
-  local added
-  if ARGV[k + 2] == '1' then
-    added = redis.call('HSET', KEYS[2], ARGV[k], ARGV[k + 1])
-  else
-    added = redis.call('HSETNX', KEYS[2], ARGV[k], ARGV[k + 1])
-  end
-  if added == 1 then redis.call('ZADD', KEYS[1], 0, ARGV[k]) end
-end
-return 1
-"""
-)
-
-# KEYS: the six thread keys.  ARGV: 'latest', ns  |  'ids', field…
-# Returns [[field, record, refs, [blob…], [write…]], …] for the checkpoints that exist.
-_LOAD = _Lua(
-    _LUA_HELPERS
-    + r"""
-local function entry(f)
-  local rec = redis.call('HGET', KEYS[2], f)
-  if not rec then return nil end
-  local refs = redis.call('HGET', KEYS[3], f) or ''
-  local blobs = {}
-  if refs ~= '' then
-    blobs = hmget(KEYS[4], blob_fields(ns_prefix(f), refs, {}))
-  end
-  local wf = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')
-  local writes = {}
-  if #wf > 0 then writes = hmget(KEYS[6], wf) end
-  return {f, rec, refs, blobs, writes}
-end
-local out = {}
-if ARGV[1] == 'latest' then
-  local last = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[2] .. '\1',
-    '[' .. ARGV[2] .. '\0', 'LIMIT', 0, 1)
-  if last[1] then out[1] = entry(last[1]) end
-else
-  for k = 2, #ARGV do
-    local e = entry(ARGV[k])
-    if e then out[#out + 1] = e end
-  end
-end
-return out
-"""
-)
-
-# KEYS: the six thread keys.  ARGV: 'latest'  |  'runs', run_id…
-# Deletes the chosen checkpoints, their writes, and every blob no remaining checkpoint
-# refers to. Reads first, writes after: a Lua error must not leave half a deletion.
-_DROP = _Lua(
-    _LUA_HELPERS
-    + r"""
-local drop = {}
-if ARGV[1] == 'latest' then
-  local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-  for k = 1, #members - 1 do
-    if ns_prefix(members[k]) == ns_prefix(members[k + 1]) then drop[#drop + 1] = members[k] end
-  end
-else
-  local runs = {}
-  for k = 2, #ARGV do runs[ARGV[k]] = true end
-  local recs = redis.call('HGETALL', KEYS[2])
-  for k = 1, #recs, 2 do
-    local rec = recs[k + 1]
-    local a = string.find(rec, '\0', 1, true)
-    local b = string.find(rec, '\0', a + 1, true)
-    if runs[string.sub(rec, a + 1, b - 1)] then drop[#drop + 1] = recs[k] end
-  end
-end
-if #drop == 0 then return 0 end
-local writes = {}
-for _, f in ipairs(drop) do
-  for _, w in ipairs(redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')) do
-    writes[#writes + 1] = w
-  end
-end
-local live, refs = {}, redis.call('HGETALL', KEYS[3])
-local dropped = {}
-for _, f in ipairs(drop) do dropped[f] = true end
-for k = 1, #refs, 2 do
-  if refs[k + 1] ~= '' and not dropped[refs[k]] then
-    for _, bf in ipairs(blob_fields(ns_prefix(refs[k]), refs[k + 1], {})) do live[bf] = true end
-  end
-end
-local dead = {}
-for _, bf in ipairs(redis.call('HKEYS', KEYS[4])) do
-  if not live[bf] then dead[#dead + 1] = bf end
-end
-chunked('ZREM', KEYS[1], drop)
-chunked('HDEL', KEYS[2], drop)
-chunked('HDEL', KEYS[3], drop)
-chunked('HDEL', KEYS[4], dead)
-chunked('ZREM', KEYS[5], writes)
-chunked('HDEL', KEYS[6], writes)
-return #drop
-"""
-)
 
 
 def _sync_unsupported(method: str) -> NotImplementedError:
@@ -341,7 +170,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             self._keys_cache[thread_id] = keys
         return keys
 
-    async def _eval(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+    async def _eval(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         """``EVALSHA`` in one round trip; loads the script if the server lacks it.
 
         A lost connection (Redis restarted, idle connection closed) is retried once on a
@@ -356,14 +185,14 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             await self._drop_idle()  # the kept connections are likely dead too
             return await self._eval_fresh(script, keys, args)
 
-    async def _eval_fresh(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+    async def _eval_fresh(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         try:
             return await self._evalsha(script, keys, args)
         except NoScriptError:  # a restarted server has an empty script cache
             await self.client.script_load(script.source)
             return await self._evalsha(script, keys, args)
 
-    async def _evalsha(self, script: _Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+    async def _evalsha(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         """Send ``EVALSHA`` on a connection of the client's pool and read its reply.
 
         The path redis-py's own pipelines take, minus ``execute_command``'s per-call wrapper
@@ -462,10 +291,10 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
         if fence is None:
-            ok = await self._eval(_PUT, keys[:4], args)
+            ok = await self._eval(PUT, keys[:4], args)
         else:
             args[0] = fence[1]
-            ok = await self._eval(_PUT, (*keys[:4], fence[0]), args)
+            ok = await self._eval(PUT, (*keys[:4], fence[0]), args)
         if not ok:
             raise self._fenced_out(fence, thread_id)
         checkpoint_written(ns, checkpoint_id, int(metadata.get("step", -1)))
@@ -513,10 +342,10 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
         if fence is None:
-            ok = await self._eval(_PUT_WRITES, keys[4:], args)
+            ok = await self._eval(PUT_WRITES, keys[4:], args)
         else:
             args[0] = fence[1]
-            ok = await self._eval(_PUT_WRITES, (*keys[4:], fence[0]), args)
+            ok = await self._eval(PUT_WRITES, (*keys[4:], fence[0]), args)
         if not ok:
             raise self._fenced_out(fence, thread_id)
 
@@ -540,7 +369,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str | None = configurable.get("checkpoint_id")
         args = (b"ids", f"{ns}\0{checkpoint_id}".encode()) if checkpoint_id else (b"latest", ns.encode())
-        found = await self._eval(_LOAD, self.thread_keys(thread_id), args)
+        found = await self._eval(LOAD, self.thread_keys(thread_id), args)
         return self._to_tuple(thread_id, found[0]) if found else None
 
     async def alist(
@@ -584,7 +413,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
                     ]
                     if not batch:
                         continue
-                for entry in await self._eval(_LOAD, keys, (b"ids", *batch)):
+                for entry in await self._eval(LOAD, keys, (b"ids", *batch)):
                     yield self._to_tuple(thread, entry)
                     if remaining is not None:
                         remaining -= 1
@@ -701,14 +530,14 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         if not run_ids:
             return
         async for thread_id in self._threads():
-            await self._eval(_DROP, self.thread_keys(thread_id), (b"runs", *[r.encode() for r in run_ids]))
+            await self._eval(DROP, self.thread_keys(thread_id), (b"runs", *[r.encode() for r in run_ids]))
 
     async def arollback_run(self, thread_id: str, run_id: str, base: tuple[bytes, set[bytes]] | None) -> None:
         """Undo a run on one thread: delete the checkpoints it wrote, and the pending
         writes it added to ``base`` (the checkpoint it started from, with the writes that
         were there before it). Idempotent: a rollback cut short is simply done again."""
         keys = self.thread_keys(thread_id)
-        await self._eval(_DROP, keys, (b"runs", run_id.encode()))
+        await self._eval(DROP, keys, (b"runs", run_id.encode()))
         if base is None:
             return
         checkpoint, kept = base
@@ -762,7 +591,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             if strategy == "delete":
                 await self.adelete_thread(thread_id)
             else:
-                await self._eval(_DROP, self.thread_keys(thread_id), (b"latest",))
+                await self._eval(DROP, self.thread_keys(thread_id), (b"latest",))
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """``<32-digit counter>.<random>``: increasing, and unique across forks of a thread,

@@ -1,0 +1,180 @@
+"""The checkpointer's Lua scripts (``store/checkpoint.py`` holds the key layout they work on).
+
+Each script is one atomic step on one thread's keys, all in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+
+class Lua:
+    """A Lua script called by SHA; loaded on first ``NOSCRIPT`` (e.g. after a restart)."""
+
+    __slots__ = ("_head", "sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
+
+    def call(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
+        """The RESP encoding of ``EVALSHA sha len(keys) *keys *args``."""
+        n = str(len(keys)).encode()
+        parts = [b"*%d\r\n" % (len(keys) + len(args) + 3), self._head, b"$%d\r\n%s\r\n" % (len(n), n)]
+        for part in (*keys, *args):
+            parts += (b"$%d\r\n" % len(part), part, b"\r\n")
+        return b"".join(parts)
+
+
+# Shared helpers. Lua's unpack() fails past ~8000 values, hence the 1000-value chunks.
+LUA_HELPERS = r"""
+local function chunked(cmd, key, list)
+  for s = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
+  end
+end
+local function hmget(key, fields)
+  if #fields <= 1000 then return redis.call('HMGET', key, unpack(fields)) end
+  local out = {}
+  for s = 1, #fields, 1000 do
+    for _, v in ipairs(redis.call('HMGET', key, unpack(fields, s, math.min(s + 999, #fields)))) do
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+-- Splits a refs value (channel\0version\1…) into blob fields of namespace prefix `pre`.
+local function blob_fields(pre, refs, out)
+  local n, pos = #out, 1
+  while true do
+    local j = string.find(refs, '\1', pos, true)
+    n = n + 1
+    if not j then out[n] = pre .. string.sub(refs, pos); return out end
+    out[n] = pre .. string.sub(refs, pos, j - 1)
+    pos = j + 1
+  end
+end
+local function ns_prefix(f) return string.sub(f, 1, string.find(f, '\0', 1, true)) end
+"""
+
+# KEYS: index, records, refs, blobs [, fence]
+# ARGV: fence value, field, record, refs, blob field/value pairs…
+PUT = Lua(
+    r"""
+if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+if #ARGV > 4 then
+  if #ARGV <= 1004 then redis.call('HSET', KEYS[4], unpack(ARGV, 5)) else
+    for s = 5, #ARGV, 1000 do redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 999, #ARGV))) end
+  end
+end
+return 1
+"""
+)
+
+# KEYS: write_ids, writes [, fence]
+# ARGV: fence value, then (field, value, overwrite "1"/"0") triples
+PUT_WRITES = Lua(
+    r"""
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+for k = 2, #ARGV, 3 do
+  local added
+  if ARGV[k + 2] == '1' then
+    added = redis.call('HSET', KEYS[2], ARGV[k], ARGV[k + 1])
+  else
+    added = redis.call('HSETNX', KEYS[2], ARGV[k], ARGV[k + 1])
+  end
+  if added == 1 then redis.call('ZADD', KEYS[1], 0, ARGV[k]) end
+end
+return 1
+"""
+)
+
+# KEYS: the six thread keys.  ARGV: 'latest', ns  |  'ids', field…
+# Returns [[field, record, refs, [blob…], [write…]], …] for the checkpoints that exist.
+LOAD = Lua(
+    LUA_HELPERS
+    + r"""
+local function entry(f)
+  local rec = redis.call('HGET', KEYS[2], f)
+  if not rec then return nil end
+  local refs = redis.call('HGET', KEYS[3], f) or ''
+  local blobs = {}
+  if refs ~= '' then
+    blobs = hmget(KEYS[4], blob_fields(ns_prefix(f), refs, {}))
+  end
+  local wf = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')
+  local writes = {}
+  if #wf > 0 then writes = hmget(KEYS[6], wf) end
+  return {f, rec, refs, blobs, writes}
+end
+local out = {}
+if ARGV[1] == 'latest' then
+  local last = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[2] .. '\1',
+    '[' .. ARGV[2] .. '\0', 'LIMIT', 0, 1)
+  if last[1] then out[1] = entry(last[1]) end
+else
+  for k = 2, #ARGV do
+    local e = entry(ARGV[k])
+    if e then out[#out + 1] = e end
+  end
+end
+return out
+"""
+)
+
+# KEYS: the six thread keys.  ARGV: 'latest'  |  'runs', run_id…
+# Deletes the chosen checkpoints, their writes, and every blob no remaining checkpoint
+# refers to. Reads first, writes after: a Lua error must not leave half a deletion.
+DROP = Lua(
+    LUA_HELPERS
+    + r"""
+local drop = {}
+if ARGV[1] == 'latest' then
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+  for k = 1, #members - 1 do
+    if ns_prefix(members[k]) == ns_prefix(members[k + 1]) then drop[#drop + 1] = members[k] end
+  end
+else
+  local runs = {}
+  for k = 2, #ARGV do runs[ARGV[k]] = true end
+  local recs = redis.call('HGETALL', KEYS[2])
+  for k = 1, #recs, 2 do
+    local rec = recs[k + 1]
+    local a = string.find(rec, '\0', 1, true)
+    local b = string.find(rec, '\0', a + 1, true)
+    if runs[string.sub(rec, a + 1, b - 1)] then drop[#drop + 1] = recs[k] end
+  end
+end
+if #drop == 0 then return 0 end
+local writes = {}
+for _, f in ipairs(drop) do
+  for _, w in ipairs(redis.call('ZRANGEBYLEX', KEYS[5], '[' .. f .. '\0', '(' .. f .. '\1')) do
+    writes[#writes + 1] = w
+  end
+end
+local live, refs = {}, redis.call('HGETALL', KEYS[3])
+local dropped = {}
+for _, f in ipairs(drop) do dropped[f] = true end
+for k = 1, #refs, 2 do
+  if refs[k + 1] ~= '' and not dropped[refs[k]] then
+    for _, bf in ipairs(blob_fields(ns_prefix(refs[k]), refs[k + 1], {})) do live[bf] = true end
+  end
+end
+local dead = {}
+for _, bf in ipairs(redis.call('HKEYS', KEYS[4])) do
+  if not live[bf] then dead[#dead + 1] = bf end
+end
+chunked('ZREM', KEYS[1], drop)
+chunked('HDEL', KEYS[2], drop)
+chunked('HDEL', KEYS[3], drop)
+chunked('HDEL', KEYS[4], dead)
+chunked('ZREM', KEYS[5], writes)
+chunked('HDEL', KEYS[6], writes)
+return #drop
+"""
+)
