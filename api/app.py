@@ -24,6 +24,7 @@ from core.metrics import configure_metrics, shutdown_metrics
 from core.settings import Settings
 from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
+from runs.processes import WorkerProcesses
 from store.apikeys import ApiKeyStore
 
 log = logging.getLogger("interlock.api")
@@ -108,6 +109,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_engine(settings, workers=settings.workers) as engine:
             app.state.engine = engine
             app.state.auth = await _authenticator(settings, engine)
+            children = None
+            if settings.worker_processes:
+                children = WorkerProcesses(
+                    settings,
+                    settings.worker_processes,
+                    redis_url=engine.redis_url,
+                    llm_base_url=engine.context.llm.base_url,
+                )
+                children.start()
+            app.state.worker_processes = children
             # Crons and approval deadlines: in every API process unless INTERLOCK_SCHEDULER=false.
             scheduler = CronScheduler(engine) if settings.scheduler else None
             deadlines = None
@@ -115,15 +126,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 scheduler.start()
                 deadlines = asyncio.create_task(enforce_deadlines(engine), name="approval deadlines")
             log.info(
-                "interlock ready: redis %s, graphs %s, %d worker(s), cron scheduler %s",
+                "interlock ready: redis %s, graphs %s, %d in-process worker(s), %d worker "
+                "process(es), cron scheduler %s",
                 engine.redis_url,
                 engine.registry.ids(),
                 len(engine.workers),
+                settings.worker_processes,
                 "on" if scheduler is not None else "off (INTERLOCK_SCHEDULER=false)",
             )
             try:
                 yield
             finally:
+                if children is not None:
+                    await children.stop()
                 if scheduler is not None:
                     await scheduler.stop()
                 if deadlines is not None:

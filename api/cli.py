@@ -43,6 +43,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     """Workers without the HTTP API, until SIGTERM/SIGINT; then a graceful stop."""
+    import os
+
+    from core.processes import die_with_parent
+
+    if parent := os.environ.get("INTERLOCK_PARENT_PID"):  # a child of `interlock serve`
+        die_with_parent(int(parent))
     settings = Settings(**({"workers": args.workers} if args.workers is not None else {}))
     if not settings.redis_url:
         # Share the embedded Redis of an `interlock serve` on this machine, never start one:

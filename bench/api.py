@@ -207,6 +207,15 @@ VARIANTS = {
         note="graph `ten_async`: the same nodes as `async def`, so LangGraph runs them on the event "
         "loop instead of handing each to a thread pool",
     ),
+    "worker-process": Variant(
+        env=(("INTERLOCK_WORKERS", "0"), ("INTERLOCK_WORKER_PROCESSES", "1")),
+        note="`INTERLOCK_WORKERS=0 INTERLOCK_WORKER_PROCESSES=1`: the worker in a child process of "
+        "its own (the API process only serves HTTP), so the two share the 2 cores",
+    ),
+    "worker-processes-2": Variant(
+        env=(("INTERLOCK_WORKERS", "0"), ("INTERLOCK_WORKER_PROCESSES", "2")),
+        note="`INTERLOCK_WORKERS=0 INTERLOCK_WORKER_PROCESSES=2`: two worker child processes",
+    ),
     "no-otel": Variant(
         env=(("OTEL_SDK_DISABLED", "true"),),
         note="`OTEL_SDK_DISABLED=true`: no tracer provider, so the per-run and per-node spans are no-ops",

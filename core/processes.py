@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import signal
 import subprocess
 from typing import Any
@@ -18,3 +21,16 @@ def stop_process(process: subprocess.Popen[Any] | None, timeout_s: float, sig: i
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux; elsewhere a
+    no-op), so a child of ``interlock serve`` never outlives a ``kill -9`` of it. If the
+    parent is already gone, terminate now."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1

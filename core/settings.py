@@ -6,8 +6,9 @@ hosting platform and docker-compose file already uses.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,7 +68,7 @@ class TriggerConfig(BaseModel):
 class Settings(BaseSettings):
     """Interlock's settings. Every field can be set as ``INTERLOCK_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="INTERLOCK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INTERLOCK_", extra="ignore", env_parse_none_str="null")
 
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "INTERLOCK_REDIS_URL")
@@ -120,7 +121,15 @@ class Settings(BaseSettings):
     """Largest accepted HTTP request body; larger ones get 413."""
 
     workers: int = 1
-    """In-process workers started by ``interlock serve``; 0 means API only."""
+    """In-process workers started by ``interlock serve``; 0 means API only. For
+    ``interlock worker``: the workers of that process (at least 1)."""
+
+    worker_processes: int = Field(default=0, ge=0, le=64)
+    """``interlock worker`` child processes that ``interlock serve`` starts beside its
+    in-process workers, on the same Redis (and the same embedded model), restarts when one
+    dies, and stops with itself. On a multi-core machine ``INTERLOCK_WORKERS=0`` with
+    ``INTERLOCK_WORKER_PROCESSES=<cores - 1>`` gives the graphs cores of their own instead of
+    sharing the API's."""
 
     lease_ms: int = 30_000
     """How long a worker owns a run without a heartbeat before another may take it over."""
@@ -186,3 +195,28 @@ class Settings(BaseSettings):
     """Link from the console's run pages to the run's trace in your tracing UI: a URL with
     ``{thread_id}`` and ``{run_id}`` in it (the thread id is each trace's ``session.id``),
     e.g. Langfuse's session view ``…/project/<id>/sessions/{thread_id}``. Unset: no link."""
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment that gives a child process the same ones:
+        ``INTERLOCK_<NAME>`` for every field (``null`` for None, JSON for lists, secrets in
+        clear: the child needs them), so nothing the parent overrode is inherited."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, Path):
+                return str(value)
+            raise TypeError(f"cannot pass {type(value).__name__} to a child process")
+
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr | Path):
+                value = plain(value)
+            env[_env_name(name)] = value if isinstance(value, str) else json.dumps(value, default=plain)
+        if self.redis_url is None:
+            env["INTERLOCK_REDIS_URL"] = "null"  # the other spelling must not win either
+        return env
+
+
+def _env_name(field: str) -> str:
+    return "REDIS_URL" if field == "redis_url" else f"INTERLOCK_{field.upper()}"
