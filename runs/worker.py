@@ -434,7 +434,9 @@ class Worker:
             "subgraphs": True,
             "interrupt_before": payload.interrupt_before,
             "interrupt_after": payload.interrupt_after,
-            "durability": payload.durability,
+            # LangGraph's default, said explicitly: the saver then knows a step's writes may
+            # travel with the checkpoint that follows them (store/checkpoint.py).
+            "durability": payload.durability or "async",
         }
         if "events" in modes:
             await self._stream_events(graph, graph_input, config, options, modes, payload, sink)

@@ -30,7 +30,12 @@ Why this shape:
 - Channel values are stored once per ``(namespace, channel, version)`` (like Postgres'
   ``checkpoint_blobs``): a checkpoint writes blobs only for the channels that changed
   (``new_versions``) and refers to the rest.
-- ``aput``, ``aput_writes`` and ``aget_tuple`` are one ``EVALSHA`` each. Both writes can be
+- ``aput``, ``aput_writes`` and ``aget_tuple`` are one ``EVALSHA`` each. With
+  ``durability="async"`` (LangGraph's default, which does not wait for writes) a task's
+  writes are held for up to ``HOLD_WRITES_S`` and go in the same script as the checkpoint
+  that follows them: one round trip per step instead of two, and writes and checkpoint
+  can no longer reach Redis in the wrong order (langgraph#8039). Reads and deletions of a
+  thread send its held writes first. Both writes can be
   fenced: with ``config["configurable"]["__interlock_fence__"] = [key, value]`` the script
   first checks ``GET key == value`` and otherwise writes nothing (see :class:`FencedOut`).
 - Nothing is global: operations across threads (``alist`` without a thread,
@@ -43,6 +48,7 @@ checkpoint refers to, so do not run them on a thread while a run is writing to i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -71,7 +77,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.redis import make_client
 from core.tracing import checkpoint_written
-from store.checkpoint_lua import DROP, LOAD, PUT, PUT_WRITES, Lua
+from store.checkpoint_lua import DROP, LOAD, PUT, PUT_WITH_WRITES, PUT_WRITES, Lua
 from store.keys import check_prefix, escape_glob, hash_tag
 
 # The fence travels in the run config (see core.errors.FENCE_CONFIG_KEY).
@@ -84,6 +90,27 @@ _KEEP_IDLE = 4
 """Pooled connections a saver keeps checked out between calls (see ``_evalsha``)."""
 
 _JSON_OPTS: Final = orjson.OPT_NON_STR_KEYS
+
+HOLD_WRITES_S = 0.005
+"""How long a task's writes (``durability="async"``) wait for the checkpoint that follows
+them, to go to Redis in the same script; past that (an interrupt, an error, a sibling task
+still running) they go alone. LangGraph does not wait for them in that mode."""
+
+_DURABILITY = "__pregel_durability"
+"""Where LangGraph's loop puts the run's durability in the config of every saver call."""
+
+
+class _Held:
+    """Writes of one checkpoint (thread, namespace, checkpoint id) waiting to be sent."""
+
+    __slots__ = ("args", "done", "fence", "thread_id", "timer")
+
+    def __init__(self, thread_id: str, fence: tuple[bytes, bytes] | None, done: asyncio.Future[None]) -> None:
+        self.thread_id = thread_id
+        self.fence = fence
+        self.args: list[bytes] = []
+        self.done = done
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class ThreadKeys(NamedTuple):
@@ -144,6 +171,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             else getattr(client, "connection_pool", None)
         )
         self._idle: list[AbstractConnection] = []
+        self._held: dict[tuple[str, str, str], _Held] = {}
+        self._sending: dict[asyncio.Task[None], str] = {}
+        """Held writes on their way to Redis, by thread."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -229,7 +259,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             await self._pool.release(conn)
 
     async def aclose(self) -> None:
-        """Return the connections this saver holds to the client's pool (the client stays open)."""
+        """Store held writes, then return the connections this saver holds to the client's
+        pool (the client stays open)."""
+        await self._settle()
         while self._idle and self._pool is not None:
             await self._pool.release(self._idle.pop())
 
@@ -253,7 +285,8 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Store a checkpoint and the blobs of its changed channels in one script.
+        """Store a checkpoint and the blobs of its changed channels in one script, with
+        the writes held for its parent checkpoint (see ``aput_writes``).
 
         Raises:
             FencedOut: the config carries a fence that no longer holds; nothing was written.
@@ -290,7 +323,14 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
                 args.append(b"")
 
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
-        if fence is None:
+        parent = configurable.get("checkpoint_id")
+        held = self._held.pop((thread_id, ns, parent), None) if self._held and parent else None
+        if held is not None and held.fence != fence:
+            self._send_soon(held)  # not the same owner: never combine their writes
+            held = None
+        if held is not None:
+            ok = await self._put_with_writes(held, keys, fence, args)
+        elif fence is None:
             ok = await self._eval(PUT, keys[:4], args)
         else:
             args[0] = fence[1]
@@ -313,7 +353,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's writes in one script.
+        """Store a task's writes in one script; with ``durability="async"``, in the
+        script of the checkpoint that follows them when it comes within ``HOLD_WRITES_S``.
+        Returns once they are stored either way.
 
         A regular write never replaces an existing ``(task_id, idx)``; special writes
         (``ERROR``, ``INTERRUPT``, … with negative indexes) do.
@@ -327,7 +369,6 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         thread_id: str = configurable["thread_id"]
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str = configurable["checkpoint_id"]
-        keys = self.thread_keys(thread_id)
         dumps = self.serde.dumps_typed
 
         field_head = f"{ns}\0{checkpoint_id}\0{task_id}\0"
@@ -341,6 +382,15 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             args.append(b"0" if special is None else b"1")
 
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
+        if configurable.get(_DURABILITY) == "async":
+            await self._hold(thread_id, ns, checkpoint_id, fence, args)
+            return
+        await self._send_writes(thread_id, fence, args)
+
+    async def _send_writes(
+        self, thread_id: str, fence: tuple[bytes, bytes] | None, args: list[bytes]
+    ) -> None:
+        keys = self.thread_keys(thread_id)
         if fence is None:
             ok = await self._eval(PUT_WRITES, keys[4:], args)
         else:
@@ -348,6 +398,95 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             ok = await self._eval(PUT_WRITES, (*keys[4:], fence[0]), args)
         if not ok:
             raise self._fenced_out(fence, thread_id)
+
+    # --- writes that travel with the next checkpoint ----------------------------------------
+
+    async def _hold(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        fence: tuple[bytes, bytes] | None,
+        args: list[bytes],
+    ) -> None:
+        """Keep a task's writes until the checkpoint that follows them (``aput`` with this
+        checkpoint as parent) takes them along, or ``HOLD_WRITES_S`` passes; return when
+        they are stored. Writes of parallel tasks of one step gather in one batch."""
+        key = (thread_id, ns, checkpoint_id)
+        held = self._held.get(key)
+        if held is not None and held.fence != fence:
+            self._send_soon(self._held.pop(key))
+            held = None
+        if held is None:
+            loop = asyncio.get_running_loop()
+            held = _Held(thread_id, fence, loop.create_future())
+            # A caller cancelled while waiting leaves the outcome unread: mark it read.
+            held.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+            held.timer = loop.call_later(HOLD_WRITES_S, self._release, key, held)
+            self._held[key] = held
+        held.args.extend(args[1:])
+        await asyncio.shield(held.done)
+
+    def _release(self, key: tuple[str, str, str], held: _Held) -> None:
+        """The hold expired: send the writes alone."""
+        if self._held.get(key) is held:
+            del self._held[key]
+            self._send_soon(held)
+
+    def _send_soon(self, held: _Held) -> None:
+        if held.timer is not None:
+            held.timer.cancel()
+        task = asyncio.create_task(self._send_held(held))
+        self._sending[task] = held.thread_id
+        task.add_done_callback(lambda t: self._sending.pop(t, None))
+
+    async def _send_held(self, held: _Held) -> None:
+        try:
+            await self._send_writes(held.thread_id, held.fence, [b"", *held.args])
+        except BaseException as e:
+            if not held.done.done():
+                held.done.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            if not held.done.done():
+                held.done.set_result(None)
+
+    async def _put_with_writes(
+        self, held: _Held, keys: ThreadKeys, fence: tuple[bytes, bytes] | None, args: list[bytes]
+    ) -> bool:
+        """Store the held writes of the parent checkpoint and the new checkpoint (``args``
+        as for ``PUT``) in one script; the writes' waiters learn the outcome too."""
+        if held.timer is not None:
+            held.timer.cancel()
+        combined = [args[0], str(len(held.args) // 3).encode(), *held.args, *args[1:]]
+        try:
+            if fence is None:
+                ok = await self._eval(PUT_WITH_WRITES, keys, combined)
+            else:
+                combined[0] = fence[1]
+                ok = await self._eval(PUT_WITH_WRITES, (*keys, fence[0]), combined)
+        except BaseException as e:
+            if not held.done.done():
+                held.done.set_exception(e)
+            raise
+        if not held.done.done():
+            if ok:
+                held.done.set_result(None)
+            else:
+                held.done.set_exception(self._fenced_out(fence, held.thread_id))
+        return bool(ok)
+
+    async def _settle(self, thread_id: str | None = None) -> None:
+        """Send the writes held for ``thread_id`` (None: every thread) now and wait until
+        they are stored: a read or a deletion must see, or remove, what came before it."""
+        if not self._held and not self._sending:
+            return
+        for key in [k for k in self._held if thread_id is None or k[0] == thread_id]:
+            self._send_soon(self._held.pop(key))
+        tasks = [t for t, t_id in self._sending.items() if thread_id is None or t_id == thread_id]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _fenced_out(self, fence: tuple[bytes, bytes] | None, thread_id: str) -> FencedOut:
         key, expected = (f.decode(errors="replace") for f in fence or (b"", b""))
@@ -369,6 +508,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str | None = configurable.get("checkpoint_id")
         args = (b"ids", f"{ns}\0{checkpoint_id}".encode()) if checkpoint_id else (b"latest", ns.encode())
+        await self._settle(thread_id)
         found = await self._eval(LOAD, self.thread_keys(thread_id), args)
         return self._to_tuple(thread_id, found[0]) if found else None
 
@@ -397,6 +537,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         before_id = get_checkpoint_id(before) if before else None
         wanted = _json_roundtrip(filter) if filter else None
         thread_id: str | None = configurable.get("thread_id")
+        await self._settle(thread_id)
         threads = [thread_id] if thread_id is not None else sorted([t async for t in self._threads()])
         remaining = limit
         for thread in threads:
@@ -520,6 +661,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, blob and write of a thread (one ``DEL``)."""
+        await self._settle(thread_id)
         await self.client.delete(*self.thread_keys(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -529,6 +671,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         """
         if not run_ids:
             return
+        await self._settle()
         async for thread_id in self._threads():
             await self._eval(DROP, self.thread_keys(thread_id), (b"runs", *[r.encode() for r in run_ids]))
 
@@ -537,6 +680,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         writes it added to ``base`` (the checkpoint it started from, with the writes that
         were there before it). Idempotent: a rollback cut short is simply done again."""
         keys = self.thread_keys(thread_id)
+        await self._settle(thread_id)
         await self._eval(DROP, keys, (b"runs", run_id.encode()))
         if base is None:
             return
@@ -556,6 +700,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
         Checkpoints already on the target are kept unless the source has the same id.
         """
+        await self._settle(source_thread_id)
         src = self.thread_keys(source_thread_id)
         dst = self.thread_keys(target_thread_id)
         read = self.client.pipeline(transaction=True)
@@ -588,6 +733,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         if strategy not in ("keep_latest", "delete"):
             raise ValueError(f"unknown prune strategy {strategy!r}: use keep_latest or delete")
         for thread_id in thread_ids:
+            await self._settle(thread_id)
             if strategy == "delete":
                 await self.adelete_thread(thread_id)
             else:

@@ -178,3 +178,32 @@ chunked('HDEL', KEYS[6], writes)
 return #drop
 """
 )
+
+# KEYS: index, records, refs, blobs, write_ids, writes [, fence]
+# ARGV: fence value, n, then n (field, value, overwrite "1"/"0") write triples of the
+# parent checkpoint, then field, record, refs, blob field/value pairs… of the new one.
+# A step's writes and the checkpoint that follows them, in one atomic step: they can
+# neither be reordered (langgraph#8039) nor half-written.
+PUT_WITH_WRITES = Lua(
+    r"""
+if KEYS[7] and redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
+local last = 2 + 3 * tonumber(ARGV[2])
+for k = 3, last, 3 do
+  local added
+  if ARGV[k + 2] == '1' then
+    added = redis.call('HSET', KEYS[6], ARGV[k], ARGV[k + 1])
+  else
+    added = redis.call('HSETNX', KEYS[6], ARGV[k], ARGV[k + 1])
+  end
+  if added == 1 then redis.call('ZADD', KEYS[5], 0, ARGV[k]) end
+end
+local f = last + 1
+redis.call('ZADD', KEYS[1], 0, ARGV[f])
+redis.call('HSET', KEYS[2], ARGV[f], ARGV[f + 1])
+redis.call('HSET', KEYS[3], ARGV[f], ARGV[f + 2])
+for s = f + 3, #ARGV, 1000 do
+  redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 999, #ARGV)))
+end
+return 1
+"""
+)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 import redis
@@ -14,14 +15,17 @@ import redis.asyncio as aredis
 import redis.asyncio.connection as aconn
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.types import ERROR
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 from redis.crc import key_slot
 
+import store.checkpoint as checkpoint_module
 from core.errors import Conflict
 from core.redis import make_client
 from store.checkpoint import FENCE_CONFIG_KEY, AsyncRedisSaver, FencedOut
+from store.checkpoint_lua import PUT, PUT_WITH_WRITES, PUT_WRITES, Lua
 from store.keys import hash_tag
 
 
@@ -457,3 +461,117 @@ def test_the_sync_api_points_to_the_async_one(saver: AsyncRedisSaver) -> None:
 def test_a_prefix_with_braces_is_refused(redis_client: aredis.Redis) -> None:
     with pytest.raises(ValueError, match="must not contain"):
         AsyncRedisSaver(redis_client, prefix="il:{x}:")
+
+
+# Writes with durability="async": held until the checkpoint that follows them.
+
+
+class Seen(TypedDict):
+    seen: Annotated[list[str], operator.add]
+
+
+def fan_out_graph() -> StateGraph[Seen]:
+    """``START -> {a, b} (in parallel) -> c -> END``; every node appends its name."""
+
+    def node(name: str) -> Any:
+        async def run(state: Seen) -> dict[str, Any]:
+            return {"seen": [name]}
+
+        return run
+
+    graph = StateGraph(Seen)
+    for name in "abc":
+        graph.add_node(name, node(name))
+    graph.add_edge(START, "a")
+    graph.add_edge(START, "b")
+    graph.add_edge(["a", "b"], "c")
+    graph.add_edge("c", END)
+    return graph
+
+
+def shas(round_trips: list[bytes], script: Lua) -> int:
+    return sum(script.sha.encode() in sent[:96] for sent in round_trips)
+
+
+def async_writes(config: RunnableConfig) -> RunnableConfig:
+    """``config`` as LangGraph's loop hands it to ``aput_writes`` with ``durability="async"``."""
+    return {"configurable": {**config["configurable"], "__pregel_durability": "async"}}
+
+
+async def writes_by_step(graph: Any, config: RunnableConfig) -> list[tuple[int, list[tuple[str, Any]]]]:
+    saver = graph.checkpointer
+    found = []
+    async for t in saver.alist(config):
+        found.append((t.metadata["step"], sorted((w[1], repr(w[2])) for w in t.pending_writes or [])))
+    return sorted(found)
+
+
+async def test_async_durability_sends_each_steps_writes_with_its_checkpoint(
+    saver: AsyncRedisSaver, round_trips: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long hold makes the pairing independent of the machine's speed: only a checkpoint
+    # that follows can have sent the writes this quickly.
+    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
+    ours = fan_out_graph().compile(checkpointer=saver)
+    reference = fan_out_graph().compile(checkpointer=InMemorySaver())
+    config = thread_config(str(uuid.uuid4()))
+    await ours.ainvoke({"seen": []}, thread_config(str(uuid.uuid4())), durability="async")  # loads scripts
+    round_trips.clear()
+    out = await ours.ainvoke({"seen": []}, config, durability="async")
+    assert sorted(out["seen"]) == ["a", "b", "c"]
+    # Four checkpoints (input, after START, after a+b, after c): the first alone, each of
+    # the others with the writes of the step before it, a's and b's in one batch.
+    assert (shas(round_trips, PUT), shas(round_trips, PUT_WITH_WRITES), shas(round_trips, PUT_WRITES)) == (
+        1,
+        3,
+        0,
+    )
+    await reference.ainvoke({"seen": []}, config, durability="async")
+    assert await writes_by_step(ours, config) == await writes_by_step(reference, config)
+
+
+async def test_held_writes_are_sent_at_once_for_a_read_and_alone_when_nothing_follows(
+    saver: AsyncRedisSaver, round_trips: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await saver.aput(
+        thread_config("held", checkpoint_ns=""), checkpoint({"a": 1}, {"a": "1"}), {}, {}
+    )
+    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
+    writing = asyncio.create_task(saver.aput_writes(async_writes(stored), [("a", 2)], "task-1"))
+    await asyncio.sleep(0.01)
+    assert not writing.done()  # held: waiting for a checkpoint
+    read = await saver.aget_tuple(stored)  # a read sends them first
+    assert read is not None and [w[1:] for w in read.pending_writes or []] == [("a", 2)]
+    await asyncio.wait_for(writing, 1)
+
+    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 0.001)
+    round_trips.clear()
+    await saver.aput_writes(async_writes(stored), [("b", 3)], "task-2")  # nothing follows
+    assert shas(round_trips, PUT_WRITES) == 1
+    fresh = AsyncRedisSaver(saver.client, prefix=saver.prefix)
+    read = await fresh.aget_tuple(stored)
+    assert read is not None and sorted(w[1:] for w in read.pending_writes or []) == [("a", 2), ("b", 3)]
+
+
+async def test_a_stale_fence_rejects_held_writes_and_their_checkpoint(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
+    thread_id = "fenced-held"
+    fence_key = f"{key_prefix}lease:{{{thread_id}}}"
+    fenced = {FENCE_CONFIG_KEY: [fence_key, "worker-1"]}
+    await redis_client.set(fence_key, "worker-1")
+    stored = await saver.aput(
+        thread_config(thread_id, checkpoint_ns="", **fenced), checkpoint({"a": 1}, {"a": "1"}), {}, {"a": "1"}
+    )
+    same: RunnableConfig = {"configurable": {**stored["configurable"], **fenced}}
+    before = {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
+    await redis_client.set(fence_key, "worker-2")
+    writing = asyncio.create_task(saver.aput_writes(async_writes(same), [("a", 2)], "task"))
+    await asyncio.sleep(0)
+    with pytest.raises(FencedOut):
+        await saver.aput(same, checkpoint({"a": 3}, {"a": "2"}), {}, {"a": "2"})
+    with pytest.raises(FencedOut):
+        await writing
+    after = {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
+    assert after == before
