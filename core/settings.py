@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 
+    inline_sync_nodes: Literal["auto", "off"] = "auto"
+    """``auto``: a plain-function node runs on the event loop once it has shown it is
+    quick (8 runs in a row under 1 ms), and goes back to the thread pool for good the
+    first time it blocks (``runs/inline.py``). ``off``: every sync node runs in the thread
+    pool, as LangGraph does."""
+
     scheduler: bool = True
     """Fire due crons from this API process. Any number of processes may: each fire
     happens once across all of them. ``false`` leaves it to the others."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from core import metrics
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from graphs.registry import GraphEntry, GraphRegistry
 from runs import segment
+from runs.inline import InlinePolicy, runs_in_pool
 
 _tracer = trace.get_tracer("interlock.runs")
 
@@ -115,18 +117,38 @@ class _Probe:
             span.end(end_ns)
 
 
-def _traced(name: str, inner: Any, *, spans: bool) -> RunnableCallable:
-    """``inner`` (a node's runnable), timed for metrics and, with ``spans``, inside a
-    ``node <name>`` span."""
+class _Probeless:
+    """Stand-in for a probe when a node is wrapped only to choose where it runs."""
+
+    __slots__ = ("span",)
+
+    def __init__(self) -> None:
+        self.span: trace.Span | None = None
+
+    def done(self, exc: BaseException | None) -> None:
+        pass
+
+
+def _traced(
+    name: str, inner: Any, *, spans: bool, measured: bool, where: InlinePolicy | None
+) -> RunnableCallable:
+    """``inner`` (a node's runnable): with ``measured``, timed for metrics and, with
+    ``spans``, inside a ``node <name>`` span; with ``where``, a sync node run inline or in
+    the thread pool as that policy decides (``runs/inline.py``)."""
 
     async def afunc(state: Any, config: RunnableConfig) -> Any:
-        probe = _Probe(name, config, spans)
+        probe: _Probe | _Probeless = _Probe(name, config, spans) if measured else _Probeless()
         try:
+            call = (
+                where.call(functools.partial(inner.invoke, state, config))
+                if where is not None
+                else inner.ainvoke(state, config)
+            )
             if probe.span is None:
-                result = await inner.ainvoke(state, config)
+                result = await call
             else:
                 with trace.use_span(probe.span, record_exception=False, set_status_on_exception=False):
-                    result = await inner.ainvoke(state, config)
+                    result = await call
         except BaseException as exc:
             probe.done(exc)
             raise
@@ -134,7 +156,7 @@ def _traced(name: str, inner: Any, *, spans: bool) -> RunnableCallable:
         return result
 
     def func(state: Any, config: RunnableConfig) -> Any:
-        probe = _Probe(name, config, spans)
+        probe: _Probe | _Probeless = _Probe(name, config, spans) if measured else _Probeless()
         try:
             if probe.span is None:
                 result = inner.invoke(state, config)
@@ -151,15 +173,26 @@ def _traced(name: str, inner: Any, *, spans: bool) -> RunnableCallable:
 
 
 def instrument(
-    builder: StateGraph[Any, Any, Any, Any], *, spans: bool = True
+    builder: StateGraph[Any, Any, Any, Any],
+    *,
+    spans: bool = True,
+    measured: bool = True,
+    inline: bool = False,
+    graph_id: str = "",
 ) -> StateGraph[Any, Any, Any, Any]:
     """A copy of ``builder`` whose nodes are measured and, with ``spans``, run inside
-    spans (the original is untouched)."""
+    spans; with ``inline``, its sync nodes run on the event loop once they prove quick
+    (``runs/inline.py``). The original is untouched; nodes that need none of it stay as
+    they are."""
+    nodes = {}
+    for name, spec in builder.nodes.items():
+        where = InlinePolicy(graph_id, name) if inline and runs_in_pool(spec.runnable) else None
+        if measured or spans or where is not None:
+            runnable = _traced(name, spec.runnable, spans=spans, measured=measured or spans, where=where)
+            spec = dataclasses.replace(spec, runnable=runnable)
+        nodes[name] = spec
     traced = copy.copy(builder)
-    traced.nodes = {
-        name: dataclasses.replace(spec, runnable=_traced(name, spec.runnable, spans=spans))
-        for name, spec in builder.nodes.items()
-    }
+    traced.nodes = nodes
     return traced
 
 
@@ -169,14 +202,23 @@ def tracing_on() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
-def compile_entry(entry: GraphEntry, checkpointer: BaseCheckpointSaver[Any]) -> CompiledGraph:
+def compile_entry(
+    entry: GraphEntry, checkpointer: BaseCheckpointSaver[Any], *, inline_sync_nodes: bool = True
+) -> CompiledGraph:
     spans = tracing_on()
     measured = spans or metrics.instruments() is not None
-    builder = instrument(entry.builder, spans=spans) if measured else entry.builder
+    builder = entry.builder
+    if measured or inline_sync_nodes:
+        builder = instrument(
+            builder, spans=spans, measured=measured, inline=inline_sync_nodes, graph_id=entry.graph_id
+        )
     return builder.compile(checkpointer=checkpointer, name=entry.graph_id, **dict(entry.compile_kwargs))
 
 
 def compile_all(
-    registry: GraphRegistry, checkpointer: BaseCheckpointSaver[Any]
+    registry: GraphRegistry, checkpointer: BaseCheckpointSaver[Any], *, inline_sync_nodes: bool = True
 ) -> Mapping[str, CompiledGraph]:
-    return {gid: compile_entry(registry.get(gid), checkpointer) for gid in registry.ids()}
+    return {
+        gid: compile_entry(registry.get(gid), checkpointer, inline_sync_nodes=inline_sync_nodes)
+        for gid in registry.ids()
+    }
