@@ -216,6 +216,11 @@ VARIANTS = {
         env=(("INTERLOCK_WORKERS", "0"), ("INTERLOCK_WORKER_PROCESSES", "2")),
         note="`INTERLOCK_WORKERS=0 INTERLOCK_WORKER_PROCESSES=2`: two worker child processes",
     ),
+    "pooled-nodes": Variant(
+        env=(("INTERLOCK_INLINE_SYNC_NODES", "off"),),
+        note="`INTERLOCK_INLINE_SYNC_NODES=off`: every sync node in LangGraph's thread pool, "
+        "as LangGraph runs them, even the quick ones",
+    ),
     "no-otel": Variant(
         env=(("OTEL_SDK_DISABLED", "true"),),
         note="`OTEL_SDK_DISABLED=true`: no tracer provider, so the per-run and per-node spans are no-ops",
