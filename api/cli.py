@@ -78,7 +78,14 @@ def _worker(args: argparse.Namespace) -> int:
                 "stopping: in-flight runs get %s s", settings.shutdown_grace_s
             )
 
-    asyncio.run(run())
+    # The event loop `interlock serve` gets from uvicorn: uvloop when installed.
+    loop_factory = None
+    if _has("uvloop"):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run())
     shutdown_tracing()  # flush the spans of the last runs
     shutdown_metrics()
     return 0

@@ -8,12 +8,14 @@ node gains nothing from the thread either, since pure Python holds the GIL where
 runs.
 
 :class:`InlinePolicy` learns which nodes those are, per node and process: a node starts in
-the pool; after ``PROMOTE_AFTER`` pooled runs in a row that each took under ``QUICK_S``
-it runs inline. Every inline run is timed in wall-clock and thread CPU time; one that
-waited (``BLOCKED_S`` more wall than CPU time: I/O, a sleep, a lock) or simply took
-longer than ``SLOW_S`` sends the node back to the pool for good, with a warning. So a node
-that blocks can hold up the loop once per process, by as long as that one run took.
-``INTERLOCK_INLINE_SYNC_NODES=off`` keeps LangGraph's behaviour.
+the pool; after ``PROMOTE_AFTER`` pooled runs in a row that each used under ``QUICK_S`` of
+CPU without once waiting, it runs inline. "Waiting" is a voluntary context switch of the
+node's thread (``getrusage(RUSAGE_THREAD)``): I/O, a sleep, a lock. Being preempted by
+other processes is involuntary and does not count, so a busy machine neither keeps quick
+nodes out nor sends them back. An inline run that waited for more than ``BLOCKED_S``, or
+that computed for longer than ``SLOW_S``, sends the node back to the pool for good, with a
+warning. So a node that blocks can hold up the loop once per process, by as long as that
+one run took. ``INTERLOCK_INLINE_SYNC_NODES=off`` keeps LangGraph's behaviour.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -38,13 +41,25 @@ PROMOTE_AFTER = 8
 """Consecutive quick pooled runs before a node runs inline."""
 
 QUICK_S = 0.001
-"""A pooled run this short (wall-clock, in its thread) counts towards promotion."""
+"""A pooled run that used less CPU than this, and never waited, counts towards promotion."""
 
 BLOCKED_S = 0.002
-"""Wall-clock time beyond CPU time that makes an inline run "blocked"."""
+"""An inline run that waited (a voluntary context switch) and took this much more wall
+time than CPU time goes back to the pool."""
 
 SLOW_S = 0.020
-"""An inline run this long goes back to the pool, blocked or not: the loop has other runs."""
+"""An inline run that computed this long goes back to the pool: in a thread, the loop's
+other runs get the GIL every few milliseconds (``sys.getswitchinterval``)."""
+
+
+def _thread_usage() -> tuple[float, int]:
+    """CPU seconds and voluntary context switches of the calling thread so far."""
+    usage = resource.getrusage(_RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
+
+
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+"""Linux has per-thread usage; elsewhere the process's is a coarser stand-in."""
 
 
 def runs_in_pool(runnable: Any) -> bool:
@@ -84,30 +99,33 @@ class InlinePolicy:
         return await loop.run_in_executor(None, context.run, self._pooled, func)
 
     def _pooled(self, func: Callable[[], T]) -> T:
-        started = time.perf_counter()
+        cpu0, switches0 = _thread_usage()
         try:
             return func()
         finally:
-            self._record_pooled(time.perf_counter() - started)
+            cpu1, switches1 = _thread_usage()
+            self._record_pooled(cpu1 - cpu0, waited=switches1 > switches0)
 
-    def _record_pooled(self, wall_s: float) -> None:
+    def _record_pooled(self, cpu_s: float, *, waited: bool) -> None:
         with self._lock:
             if self.pinned or self.inline:
                 return
-            self._quick = self._quick + 1 if wall_s < QUICK_S else 0
+            self._quick = self._quick + 1 if cpu_s < QUICK_S and not waited else 0
             if self._quick >= PROMOTE_AFTER:
                 self.inline = True
                 log.debug("node %s of graph %s is quick: it runs on the event loop", self.name, self.graph_id)
 
     def _inline(self, func: Callable[[], T]) -> T:
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        wall0 = time.perf_counter()
+        cpu0, switches0 = _thread_usage()
         try:
             return func()
         finally:
+            cpu1, switches1 = _thread_usage()
             wall = time.perf_counter() - wall0
-            waited = wall - (time.thread_time() - cpu0)
-            if waited > BLOCKED_S or wall > SLOW_S:
-                self._demote(wall, waited)
+            cpu = cpu1 - cpu0
+            if (switches1 > switches0 and wall - cpu > BLOCKED_S) or cpu > SLOW_S:
+                self._demote(wall, wall - cpu)
 
     def _demote(self, wall_s: float, waited_s: float) -> None:
         with self._lock:
