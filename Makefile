@@ -91,11 +91,12 @@ format: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.checkpointer
 
-# Interlock against the official `langgraph dev` (installed into .bench-venv/ on first use),
-# then what removing one cost at a time saves, then a py-spy profile: ~12 min.
+# Interlock (judged: the API with two worker processes) against the official `langgraph dev`
+# (installed into .bench-venv/ on first use), with the one-process default and variants
+# that each change one thing, then a py-spy profile: ~12 min.
 bench-api: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet py-spy
-	$(BIN)/python -m bench.api --rounds 3 --interlock durable,everysec,async-nodes,no-otel --profile 30
+	$(BIN)/python -m bench.api --rounds 2 --interlock worker-processes-2,durable,worker-process,pooled-nodes,everysec --profile 30
 
 # Tracing overhead: the same workload with spans off and on (batch processor, OTLP to a
 # local collector), same run: ~5 min.

@@ -187,8 +187,8 @@ class Server:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of running Interlock. Only ``durable`` is judged against the targets; the
-    others each remove one cost, to show what it is."""
+    """One way of running Interlock. Only the first variant named with ``--interlock`` is
+    judged against the targets; the others each change one thing, to show what it is worth."""
 
     appendfsync: str = "always"
     graph_id: str = GRAPH_ID
@@ -516,7 +516,7 @@ def _met(ok: bool) -> str:
 
 def _variant_notes(ours: Result, results: list[Result]) -> list[str]:
     """One line per variant: what removing that one cost changed, against ``ours``."""
-    others = [r for r in results if r.name.startswith("interlock (")]
+    others = [r for r in results if r.name.startswith("interlock") and r is not ours]
     if not others:
         return []
     lines = [

@@ -65,8 +65,18 @@ def py_spy() -> Path | None:
 
 
 def record(exe: Path, pid: int, seconds: int, out: Path, rate: int = 250) -> subprocess.Popen[bytes]:
-    """Start sampling ``pid`` for ``seconds``; collapsed stacks go to ``out``."""
-    argv = [str(exe), "record", "--pid", str(pid), "--gil", "--nonblocking", "--full-filenames"]
+    """Start sampling ``pid`` and its child processes (worker processes) for ``seconds``;
+    collapsed stacks go to ``out``."""
+    argv = [
+        str(exe),
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--gil",
+        "--nonblocking",
+        "--full-filenames",
+    ]
     argv += ["--format", "raw", "--rate", str(rate), "--duration", str(seconds), "--output", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
