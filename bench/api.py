@@ -216,6 +216,15 @@ VARIANTS = {
         env=(("INTERLOCK_WORKERS", "0"), ("INTERLOCK_WORKER_PROCESSES", "2")),
         note="`INTERLOCK_WORKERS=0 INTERLOCK_WORKER_PROCESSES=2`: two worker child processes",
     ),
+    "worker-processes-2-pooled": Variant(
+        env=(
+            ("INTERLOCK_WORKERS", "0"),
+            ("INTERLOCK_WORKER_PROCESSES", "2"),
+            ("INTERLOCK_INLINE_SYNC_NODES", "off"),
+        ),
+        note="`INTERLOCK_WORKERS=0 INTERLOCK_WORKER_PROCESSES=2 INTERLOCK_INLINE_SYNC_NODES=off`: "
+        "two worker processes, every sync node in the thread pool",
+    ),
     "pooled-nodes": Variant(
         env=(("INTERLOCK_INLINE_SYNC_NODES", "off"),),
         note="`INTERLOCK_INLINE_SYNC_NODES=off`: every sync node in LangGraph's thread pool, "
