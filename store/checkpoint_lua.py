@@ -76,20 +76,30 @@ return 1
 """
 )
 
+# Stores (field, value, overwrite "1"/"0") write triples ARGV[first..last] in the writes
+# hash `writes`, indexing each new field in `ids`: a regular write never replaces one that
+# is there (HSETNX), a special one (error, interrupt…) does.
+WRITE_TRIPLES = r"""
+local function put_writes(ids, writes, first, last)
+  for k = first, last, 3 do
+    local added
+    if ARGV[k + 2] == '1' then
+      added = redis.call('HSET', writes, ARGV[k], ARGV[k + 1])
+    else
+      added = redis.call('HSETNX', writes, ARGV[k], ARGV[k + 1])
+    end
+    if added == 1 then redis.call('ZADD', ids, 0, ARGV[k]) end
+  end
+end
+"""
+
 # KEYS: write_ids, writes [, fence]
 # ARGV: fence value, then (field, value, overwrite "1"/"0") triples
 PUT_WRITES = Lua(
-    r"""
+    WRITE_TRIPLES
+    + r"""
 if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-for k = 2, #ARGV, 3 do
-  local added
-  if ARGV[k + 2] == '1' then
-    added = redis.call('HSET', KEYS[2], ARGV[k], ARGV[k + 1])
-  else
-    added = redis.call('HSETNX', KEYS[2], ARGV[k], ARGV[k + 1])
-  end
-  if added == 1 then redis.call('ZADD', KEYS[1], 0, ARGV[k]) end
-end
+put_writes(KEYS[1], KEYS[2], 2, #ARGV)
 return 1
 """
 )
@@ -185,18 +195,11 @@ return #drop
 # A step's writes and the checkpoint that follows them, in one atomic step: they can
 # neither be reordered (langgraph#8039) nor half-written.
 PUT_WITH_WRITES = Lua(
-    r"""
+    WRITE_TRIPLES
+    + r"""
 if KEYS[7] and redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
 local last = 2 + 3 * tonumber(ARGV[2])
-for k = 3, last, 3 do
-  local added
-  if ARGV[k + 2] == '1' then
-    added = redis.call('HSET', KEYS[6], ARGV[k], ARGV[k + 1])
-  else
-    added = redis.call('HSETNX', KEYS[6], ARGV[k], ARGV[k + 1])
-  end
-  if added == 1 then redis.call('ZADD', KEYS[5], 0, ARGV[k]) end
-end
+put_writes(KEYS[5], KEYS[6], 3, last)
 local f = last + 1
 redis.call('ZADD', KEYS[1], 0, ARGV[f])
 redis.call('HSET', KEYS[2], ARGV[f], ARGV[f + 1])
