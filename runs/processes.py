@@ -49,10 +49,6 @@ class WorkerProcesses:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._children.values() if p.returncode is None]
-
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._supervise(slot), name=f"worker process {slot}")

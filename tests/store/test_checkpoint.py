@@ -314,26 +314,35 @@ async def test_delete_for_runs_and_copy_thread(saver: AsyncRedisSaver) -> None:
     assert state.values == {"text": "b", "n": 2}
 
 
-async def test_a_stale_fence_rejects_writes_and_writes_nothing(
-    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
-) -> None:
-    thread_id = "fenced"
+async def fenced_checkpoint(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str, thread_id: str
+) -> tuple[str, RunnableConfig, RunnableConfig]:
+    """A first checkpoint written under a fence that ``worker-1`` holds: the fence key, the
+    stored config, and that config carrying the fence (for further fenced writes)."""
     fence_key = f"{key_prefix}lease:{{{thread_id}}}"
     fenced = {FENCE_CONFIG_KEY: [fence_key, "worker-1"]}
     await redis_client.set(fence_key, "worker-1")
     stored = await saver.aput(
         thread_config(thread_id, checkpoint_ns="", **fenced), checkpoint({"a": 1}, {"a": "1"}), {}, {"a": "1"}
     )
+    return fence_key, stored, {"configurable": {**stored["configurable"], **fenced}}
+
+
+async def dump_checkpoints(redis_client: aredis.Redis, key_prefix: str) -> dict[str, bytes]:
+    """Every checkpointer key under ``key_prefix``, dumped: to show that nothing changed."""
+    return {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
+
+
+async def test_a_stale_fence_rejects_writes_and_writes_nothing(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    thread_id = "fenced"
+    fence_key, stored, same_checkpoint = await fenced_checkpoint(saver, redis_client, key_prefix, thread_id)
     # The fence is not metadata: LangGraph skips configurable keys that start with "__".
     assert FENCE_CONFIG_KEY not in str((await saver.aget_tuple(stored)).metadata)  # type: ignore[union-attr]
-    same_checkpoint: RunnableConfig = {"configurable": {**stored["configurable"], **fenced}}
     await saver.aput_writes(same_checkpoint, [("a", 2)], "task")
-
-    async def snapshot() -> dict[str, bytes]:
-        return {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
-
     await redis_client.set(fence_key, "worker-2")  # the lease moved on
-    before = await snapshot()
+    before = await dump_checkpoints(redis_client, key_prefix)
     with pytest.raises(FencedOut) as raised:
         await saver.aput(same_checkpoint, checkpoint({"a": 3}, {"a": "2"}), {}, {"a": "2"})
     assert isinstance(raised.value, Conflict) and not raised.value.retryable
@@ -342,7 +351,7 @@ async def test_a_stale_fence_rejects_writes_and_writes_nothing(
     await redis_client.delete(fence_key)  # an expired lease fences out too
     with pytest.raises(FencedOut):
         await saver.aput_writes(same_checkpoint, [("a", 5)], "task-3")
-    assert await snapshot() == before
+    assert await dump_checkpoints(redis_client, key_prefix) == before
 
     with pytest.raises(ValueError, match="hash tag"):
         await saver.aput(
@@ -557,15 +566,8 @@ async def test_a_stale_fence_rejects_held_writes_and_their_checkpoint(
     saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
-    thread_id = "fenced-held"
-    fence_key = f"{key_prefix}lease:{{{thread_id}}}"
-    fenced = {FENCE_CONFIG_KEY: [fence_key, "worker-1"]}
-    await redis_client.set(fence_key, "worker-1")
-    stored = await saver.aput(
-        thread_config(thread_id, checkpoint_ns="", **fenced), checkpoint({"a": 1}, {"a": "1"}), {}, {"a": "1"}
-    )
-    same: RunnableConfig = {"configurable": {**stored["configurable"], **fenced}}
-    before = {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
+    fence_key, _, same = await fenced_checkpoint(saver, redis_client, key_prefix, "fenced-held")
+    before = await dump_checkpoints(redis_client, key_prefix)
     await redis_client.set(fence_key, "worker-2")
     writing = asyncio.create_task(saver.aput_writes(async_writes(same), [("a", 2)], "task"))
     await asyncio.sleep(0)
@@ -573,5 +575,4 @@ async def test_a_stale_fence_rejects_held_writes_and_their_checkpoint(
         await saver.aput(same, checkpoint({"a": 3}, {"a": "2"}), {}, {"a": "2"})
     with pytest.raises(FencedOut):
         await writing
-    after = {k: await redis_client.dump(k) for k in await keys_of(redis_client, key_prefix + "cp:")}
-    assert after == before
+    assert await dump_checkpoints(redis_client, key_prefix) == before
