@@ -90,10 +90,10 @@ def configure_tracing(
     )
     for name in exporters:
         if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from core.otlp import SpanExporter
 
             provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(), max_queue_size=65_536, max_export_batch_size=512)
+                BatchSpanProcessor(SpanExporter(), max_queue_size=65_536, max_export_batch_size=512)
             )
         elif name == "console":
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))

@@ -23,15 +23,16 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from core import metrics
+from core.spans import HotTracer, activate, deactivate
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND
 from graphs.registry import GraphEntry, GraphRegistry
 from runs import segment
 from runs.inline import InlinePolicy, runs_in_pool
 
-_tracer = trace.get_tracer("interlock.runs")
+_tracer = HotTracer("interlock.runs")
 
 CompiledGraph = CompiledStateGraph[Any, Any, Any, Any]
 
@@ -75,7 +76,7 @@ class _Probe:
     def __init__(self, name: str, config: RunnableConfig, spans: bool) -> None:
         self.name = name
         self.config = config
-        self.span: trace.Span | None = None
+        self.span: Span | None = None
         self.segment = segment.current.get()
         if spans:
             attributes = _node_attributes(name, config)
@@ -123,7 +124,7 @@ class _Probeless:
     __slots__ = ("span",)
 
     def __init__(self) -> None:
-        self.span: trace.Span | None = None
+        self.span: Span | None = None
 
     def done(self, exc: BaseException | None) -> None:
         pass
@@ -147,8 +148,11 @@ def _traced(
             if probe.span is None:
                 result = await call
             else:
-                with trace.use_span(probe.span, record_exception=False, set_status_on_exception=False):
+                token = activate(probe.span)
+                try:
                     result = await call
+                finally:
+                    deactivate(token)
         except BaseException as exc:
             probe.done(exc)
             raise
@@ -161,8 +165,11 @@ def _traced(
             if probe.span is None:
                 result = inner.invoke(state, config)
             else:
-                with trace.use_span(probe.span, record_exception=False, set_status_on_exception=False):
+                token = activate(probe.span)
+                try:
                     result = inner.invoke(state, config)
+                finally:
+                    deactivate(token)
         except BaseException as exc:
             probe.done(exc)
             raise

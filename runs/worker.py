@@ -22,13 +22,14 @@ from typing import Any, cast
 import redis
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.trace import Status, StatusCode
 
 from agents.context import Context
 from core import jsonutil
 from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.ids import new_id, now_ms
+from core.spans import HotTracer
 from runs.compile import CompiledGraph
 from runs.payload import RunPayload
 from runs.segment import Segment, root_span_arguments
@@ -37,7 +38,7 @@ from store.checkpoint import AsyncRedisSaver
 from store.runs import QueuedRun, RunStatus, RunStore, ThreadStatus
 
 log = logging.getLogger("interlock.worker")
-_tracer = trace.get_tracer("interlock.runs")
+_tracer = HotTracer("interlock.runs")
 
 
 class EventSink:

@@ -1,0 +1,355 @@
+"""Spans for the hot path: the segment root and one span per node execution.
+
+The SDK's span is general: every attribute goes through a validating, locked
+``BoundedAttributes``, every event through another, and ``end`` copies the span into a
+``ReadableSpan`` for the processors. That is ~20 µs of CPU per span before export here,
+on nodes that cost well under a millisecond all told. :class:`LeanSpan` implements the same
+``opentelemetry.trace.Span`` API over a plain dict and list (our own attributes are
+already clean; values from elsewhere are checked as the SDK checks them), is itself the
+``ReadableSpan`` the processors get, and keeps the SDK's limits (``OTEL_SPAN_*_LIMIT``).
+
+:class:`HotTracer` makes them with the installed SDK tracer provider's sampler, id
+generator, resource and span processors, so they are sampled, batched, exported and
+read by any processor exactly as the SDK's spans are; children made inside them with any
+other tracer nest under them as usual. A lean span started under a recording lean span
+(a node under its segment's root) takes its parent's sampling decision without asking
+the sampler, as the default ``ParentBased`` sampler decides (and any sampler that goes
+by the trace id: the same for both). Without an SDK provider it hands out whatever the
+API's tracer does (no-op spans), so it costs nothing when tracing is off.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from time import time_ns
+from typing import Any, cast
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+log = logging.getLogger(__name__)
+
+_PRIMITIVE = (str, bool, int, float)
+_RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+
+
+def _clean(key: str, value: Any, max_length: int | None) -> tuple[bool, Any]:
+    """``(True, value)`` as the SDK would store it under ``key`` (strings cut to
+    ``max_length``; anything else cleaned by the SDK's own rules), ``(False, None)`` if
+    the SDK would drop it."""
+    if not key or not isinstance(key, str):
+        return False, None
+    if type(value) is str:
+        return True, value if max_length is None else value[:max_length]
+    if type(value) in _PRIMITIVE:
+        return True, value
+    cleaned = BoundedAttributes(None, {key: value}, immutable=True, max_value_len=max_length)
+    return (True, cleaned[key]) if key in cleaned else (False, None)
+
+
+class LeanSpan(trace.Span, ReadableSpan):
+    """A recording span over plain containers (see the module's docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        tracer: HotTracer,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        kind: SpanKind,
+        start_time: int,
+    ) -> None:
+        # ReadableSpan's fields, set directly (its __init__ would make a Resource).
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._resource = tracer.resource
+        self._instrumentation_info = None
+        self._instrumentation_scope = tracer.scope
+        self._start_time = start_time
+        self._end_time: int | None = None
+        self._attributes = self._plain = attributes
+        self._events: list[Event] = []
+        self._links = tuple(links)
+        self._status = Status(StatusCode.UNSET)
+        self._limits = tracer.limits
+        self._processor = tracer.processor
+        self._dropped_attributes = 0
+        self._dropped_events = 0
+        self._dropped_links = 0
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name="{self._name}", context={self._context})'
+
+    # ReadableSpan
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_attributes
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_events
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped_links
+
+    # opentelemetry.trace.Span
+
+    def get_span_context(self) -> SpanContext:
+        return cast(SpanContext, self._context)
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is not None:
+            log.warning("Setting attribute on ended span.")
+            return
+        limit = self._limits.max_span_attributes
+        kept, cleaned = (
+            (False, None) if limit == 0 else _clean(key, value, self._limits.max_span_attribute_length)
+        )
+        if not kept:
+            self._dropped_attributes += 1
+            return
+        attributes = self._plain
+        if key in attributes:
+            del attributes[key]  # as the SDK: a key set again moves to the end
+        if limit is not None and len(attributes) >= limit:
+            del attributes[next(iter(attributes))]  # as the SDK: the oldest goes
+            self._dropped_attributes += 1
+        attributes[key] = cleaned
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is not None:
+            log.warning("Calling add_event on an ended span.")
+            return
+        limits = self._limits
+        plain: Mapping[str, Any] | None
+        if not attributes:
+            plain = {}
+        elif (
+            limits.max_attribute_length is None
+            and (limits.max_event_attributes is None or len(attributes) <= limits.max_event_attributes)
+            and all(type(v) in _PRIMITIVE for v in attributes.values())
+        ):
+            plain = dict(attributes)  # already clean: what our own events carry
+        else:
+            plain = BoundedAttributes(
+                limits.max_event_attributes,
+                attributes,
+                immutable=True,
+                max_value_len=limits.max_attribute_length,
+            )
+        events = self._events
+        if limits.max_events is not None and len(events) >= limits.max_events:
+            self._dropped_events += 1
+            if not events:
+                return
+            events.pop(0)
+        events.append(Event(name, plain, timestamp if timestamp is not None else time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self._end_time is not None:
+            log.warning("Calling add_link on an ended span.")
+            return
+        if context is None or not (context.is_valid or attributes or context.trace_state):
+            return
+        bounded = BoundedAttributes(
+            self._limits.max_link_attributes,
+            attributes,
+            immutable=True,
+            max_value_len=self._limits.max_attribute_length,
+        )
+        links = list(self._links)
+        if self._limits.max_links is not None and len(links) >= self._limits.max_links:
+            self._dropped_links += 1
+            if not links:
+                return
+            links.pop(0)
+        links.append(Link(context, bounded))
+        self._links = tuple(links)
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None:
+            log.warning("Calling set_status on an ended span.")
+            return
+        if self._status.status_code is StatusCode.OK:
+            return  # as the SDK: OK is final
+        if isinstance(status, Status):
+            if status.status_code is not StatusCode.UNSET:
+                self._status = status
+        elif status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        module = type(exception).__module__
+        qualname = type(exception).__qualname__
+        recorded: dict[str, Any] = {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            recorded.update(attributes)
+        self.add_event("exception", recorded, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            log.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time_ns()
+        self._processor.on_end(self)
+
+
+class HotTracer:
+    """Makes :class:`LeanSpan` s under the installed SDK tracer provider (see the
+    module's docstring); the API's tracer's spans without one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scope = InstrumentationScope(name)
+        self._provider: object = None
+        self._enabled = False
+        self.resource: Any = None
+        self.processor: SpanProcessor = SpanProcessor()
+        self.limits = SpanLimits()
+        self._sampler: Any = None
+        self._ids: Any = None
+
+    def _bind(self, provider: object) -> None:
+        """Take the sampler, ids, resource, processors and limits of ``provider``."""
+        self._provider = provider
+        self._enabled = isinstance(provider, TracerProvider)
+        if isinstance(provider, TracerProvider):
+            sdk = cast(SdkTracer, provider.get_tracer(self.name))
+            self.resource = sdk.resource
+            self._sampler = sdk.sampler
+            self._ids = sdk.id_generator
+            # The provider's multi-processor: processors added to it later are seen too.
+            self.processor = sdk.span_processor
+            self.limits = getattr(provider, "_span_limits", None) or SpanLimits()
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] = (),
+        start_time: int | None = None,
+    ) -> trace.Span:
+        provider = trace.get_tracer_provider()
+        if provider is not self._provider:
+            self._bind(provider)
+        if not self._enabled:
+            return trace.get_tracer(self.name).start_span(name, context, kind, attributes, links, start_time)
+        current = trace.get_current_span(context)
+        parent: SpanContext | None = current.get_span_context()
+        if type(current) is LeanSpan and current._end_time is None and not links and parent is not None:
+            # Under a recording lean span (a node under its segment's root): the parent's
+            # decision, as the default ParentBased sampler takes it, without asking.
+            span_context = SpanContext(
+                parent.trace_id, self._ids.generate_span_id(), False, parent.trace_flags, parent.trace_state
+            )
+            given: Mapping[str, Any] = attributes or {}
+        else:
+            if parent is None or not parent.is_valid:
+                parent = None
+                trace_id = self._ids.generate_trace_id()
+                random_trace_id = bool(getattr(self._ids, "is_trace_id_random", lambda: False)())
+            else:
+                trace_id = parent.trace_id
+                random_trace_id = bool(parent.trace_flags & _RANDOM_TRACE_ID)
+            sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            flags = TraceFlags.SAMPLED if sampled.decision.is_sampled() else TraceFlags.DEFAULT
+            if random_trace_id:
+                flags |= _RANDOM_TRACE_ID
+            span_context = SpanContext(
+                trace_id,
+                self._ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(flags),
+                trace_state=sampled.trace_state,
+            )
+            if not sampled.decision.is_recording():
+                return trace.NonRecordingSpan(span_context)
+            given = sampled.attributes or {}
+        limits = self.limits
+        if (
+            limits.max_span_attribute_length is None
+            and (limits.max_span_attributes is None or len(given) <= limits.max_span_attributes)
+            and all(type(v) in _PRIMITIVE for v in given.values())
+        ):
+            plain = dict(given)
+        else:
+            plain = {}
+        span = LeanSpan(name, span_context, parent, self, plain, (), kind, start_time or time_ns())
+        if not plain and given:
+            span.set_attributes(given)
+        for link in links:
+            span.add_link(link.context, link.attributes)
+        # Processors read spans through ReadableSpan, which a lean span is.
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        return span
+
+    @contextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Sequence[Link] = (),
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links)
+        with trace.use_span(
+            span,
+            end_on_exit=True,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+def activate(span: trace.Span) -> object:
+    """Make ``span`` the current span (what ``trace.use_span`` does, without a generator
+    per call); give the result to :func:`deactivate`."""
+    return context_api.attach(trace.set_span_in_context(span))
+
+
+def deactivate(token: object) -> None:
+    context_api.detach(token)  # type: ignore[arg-type]

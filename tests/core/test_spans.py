@@ -1,0 +1,186 @@
+"""``core.spans``: the lean spans against the SDK's own (the oracle): the same calls on
+both must give the same exported span, with the provider's sampler, limits and
+processors; and they nest with spans of any other tracer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
+from core.spans import HotTracer, LeanSpan, activate, deactivate
+
+
+def _provider(**options: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "interlock"}), **options)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return provider, memory
+
+
+@pytest.fixture
+def install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., tuple[TracerProvider, InMemorySpanExporter]]]:
+    """Makes a provider current for ``HotTracer`` (which follows the global provider) by
+    patching the API's lookup: the process-wide provider can be set only once."""
+
+    def made(**options: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
+        provider, memory = _provider(**options)
+        monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+        return provider, memory
+
+    yield made
+
+
+REMOTE = SpanContext(
+    0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(TraceFlags.SAMPLED)
+)
+
+
+def _exercise(tracer: Any) -> None:
+    """Everything a span can be asked to do, in one trace under a remote parent."""
+    with tracer.start_as_current_span(
+        "invoke_workflow g",
+        context=set_span_in_context(NonRecordingSpan(REMOTE)),
+        attributes={"interlock.run_id": "r1", "interlock.segment": 2, "names": ["a", "b"]},
+        links=[Link(REMOTE, {"interlock.link": "continues"})],
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as root:
+        root.add_event("edge", {"from": "__start__", "to": "a", "interlock.step": 1})
+        root.set_attribute("interlock.run.attempt", 1)
+        root.set_attribute("bad", {"a": "dict"})  # not an attribute value: dropped
+        root.set_attribute("ratio", 0.5)
+        root.set_attribute("flags", [True, False])
+        root.set_attribute("mixed", [1, "a"])  # mixed types: dropped
+        node = tracer.start_span("node a", kind=SpanKind.INTERNAL, attributes={"interlock.node": "a"})
+        node.set_status(Status(StatusCode.ERROR, "ValueError: boom"))
+        node.set_status(StatusCode.UNSET)  # ignored
+        node.record_exception(ValueError("boom"), {"extra": 1})
+        node.add_event("interrupt", {"interlock.interrupt.id": "i1", "nested": ["x", "y"]})
+        node.update_name("node a (renamed)")
+        node.end(123)
+        node.set_attribute("late", True)  # after end: ignored
+        ok = tracer.start_span("node b", attributes={"interlock.node": "b"})
+        ok.set_status(Status(StatusCode.OK))
+        ok.set_status(Status(StatusCode.ERROR, "too late"))  # OK is final
+        ok.add_link(REMOTE, {"why": "x"})
+        ok.end()
+        root.set_status(Status(StatusCode.ERROR, "failed"))
+
+
+def _view(span: ReadableSpan, ids: dict[int, str]) -> dict[str, Any]:
+    """What an exporter reads from a span, with ids replaced by names."""
+
+    def ident(context: SpanContext | None) -> str | None:
+        if context is None:
+            return None
+        return ids.setdefault(context.span_id, f"span-{len(ids)}")
+
+    def event_view(event: Any) -> tuple[Any, ...]:
+        attributes = dict(event.attributes)
+        if "exception.stacktrace" in attributes:  # differs by the frames of the caller
+            attributes["exception.stacktrace"] = attributes["exception.stacktrace"].splitlines()[-1]
+        return (event.name, attributes, event.dropped_attributes)
+
+    return {
+        "name": span.name,
+        "id": ident(span.get_span_context()),
+        "parent": ident(span.parent),
+        "parent_remote": span.parent.is_remote if span.parent else None,
+        "trace": span.get_span_context().trace_id == REMOTE.trace_id,
+        "flags": int(span.get_span_context().trace_flags),
+        "kind": span.kind,
+        "attributes": dict(span.attributes),
+        "events": [event_view(e) for e in span.events],
+        "links": [(ident(link.context), dict(link.attributes)) for link in span.links],
+        "status": (span.status.status_code, span.status.description),
+        "dropped": (span.dropped_attributes, span.dropped_events, span.dropped_links),
+        "resource": dict(span.resource.attributes),
+        "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
+        "end_fixed": span.end_time == 123,
+    }
+
+
+def _both(
+    install: Callable[..., tuple[TracerProvider, InMemorySpanExporter]], **options: Any
+) -> tuple[Any, Any]:
+    provider, memory = install(**options)
+    _exercise(provider.get_tracer("interlock.runs"))
+    sdk = memory.get_finished_spans()
+    memory.clear()
+    _exercise(HotTracer("interlock.runs"))
+    lean = memory.get_finished_spans()
+    assert all(isinstance(span, LeanSpan) for span in lean)
+    sdk_ids: dict[int, str] = {REMOTE.span_id: "remote"}
+    lean_ids: dict[int, str] = {REMOTE.span_id: "remote"}
+    return [_view(s, sdk_ids) for s in sdk], [_view(s, lean_ids) for s in lean]
+
+
+def test_a_lean_span_exports_what_an_sdk_span_does(install: Callable[..., Any]) -> None:
+    sdk, lean = _both(install)
+    assert len(sdk) == 3
+    assert lean == sdk
+
+
+def test_limits_drop_as_the_sdk_drops(install: Callable[..., Any]) -> None:
+    limits = SpanLimits(max_span_attributes=2, max_events=1, max_links=1, max_attribute_length=3)
+    sdk, lean = _both(install, span_limits=limits)
+    assert any(view["dropped"] != (0, 0, 0) for view in sdk)  # the limits bite
+    assert lean == sdk
+
+
+def test_an_unsampled_trace_records_nothing(install: Callable[..., Any]) -> None:
+    _, memory = install(sampler=ParentBased(ALWAYS_OFF))
+    tracer = HotTracer("interlock.runs")
+    with tracer.start_as_current_span("root") as root:
+        assert not root.is_recording()
+        child = tracer.start_span("node a")
+        assert not child.is_recording()
+        assert child.get_span_context().trace_id == root.get_span_context().trace_id
+        child.end()
+    assert memory.get_finished_spans() == ()
+
+
+def test_spans_of_other_tracers_nest_under_lean_ones(install: Callable[..., Any]) -> None:
+    provider, memory = install()
+    tracer = HotTracer("interlock.runs")
+    with tracer.start_as_current_span("invoke_workflow g") as root:
+        node = tracer.start_span("node decide")
+        token = activate(node)
+        try:
+            with provider.get_tracer("interlock.agents").start_as_current_span("chat m"):
+                pass
+        finally:
+            deactivate(token)
+        node.end()
+    chat, node_span, root_span = memory.get_finished_spans()
+    assert chat.parent.span_id == node_span.get_span_context().span_id
+    assert node_span.parent.span_id == root_span.get_span_context().span_id
+    assert root_span.parent is None and root.get_span_context().trace_flags.sampled
+    assert trace.get_current_span() is trace.INVALID_SPAN  # deactivated
+
+
+def test_without_an_sdk_provider_spans_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.NoOpTracerProvider())
+    span = HotTracer("interlock.runs").start_span("node a", attributes={"x": 1})
+    assert not span.is_recording()
+    assert not isinstance(span, LeanSpan)
