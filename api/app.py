@@ -21,6 +21,7 @@ from api.responses import JSONResponse
 from api.routes import approvals, assistants, crons, decisions, meta, runs, threads, triggers
 from api.scheduler import CronScheduler
 from core.metrics import configure_metrics, shutdown_metrics
+from core.processes import freeze_startup_heap
 from core.settings import Settings
 from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
 from runs.engine import Engine, open_engine
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.worker_processes,
                 "on" if scheduler is not None else "off (INTERLOCK_SCHEDULER=false)",
             )
+            freeze_startup_heap()
             try:
                 yield
             finally:

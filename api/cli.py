@@ -10,6 +10,7 @@ import sys
 
 from core.errors import ConfigurationError
 from core.metrics import configure_metrics, shutdown_metrics
+from core.processes import freeze_startup_heap
 from core.redis import check_server, make_client
 from core.settings import Settings
 from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
@@ -70,6 +71,7 @@ def _worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with open_engine(settings, workers=count) as engine:
+            freeze_startup_heap()
             logging.getLogger("interlock").info(
                 "%d worker(s) ready on %s: %s", count, engine.redis_url, [w.name for w in engine.workers]
             )

@@ -73,7 +73,7 @@ from bench.api import (
     tree_cpu_s,
 )
 from core.metrics import configure_metrics, shutdown_metrics
-from core.processes import stop_process
+from core.processes import freeze_startup_heap, stop_process
 from core.redis import EmbeddedRedis, free_port
 from core.settings import Settings
 from core.tracing import SERVICE_NAME, configure_tracing, shutdown_tracing
@@ -225,6 +225,7 @@ async def _child_runs(variant: str, runs: int, data: Path) -> dict[str, float]:
             llm_base_url="http://127.0.0.1:9/v1",
         )
         async with open_engine(settings, workers=1) as engine:
+            freeze_startup_heap()  # as `interlock serve` does once it is ready
 
             async def one() -> float:
                 thread_id, run_id = str(uuid.uuid4()), str(uuid.uuid4())

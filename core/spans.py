@@ -84,6 +84,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._events: list[Event] = []
         self._links = tuple(links)
         self._status = Status(StatusCode.UNSET)
+        self._tracer = tracer
         self._limits = tracer.limits
         self._processor = tracer.processor
         self._dropped_attributes = 0
@@ -133,6 +134,33 @@ class LeanSpan(trace.Span, ReadableSpan):
             del attributes[next(iter(attributes))]  # as the SDK: the oldest goes
             self._dropped_attributes += 1
         attributes[key] = cleaned
+
+    def set_trusted(self, key: str, value: str | int | float | bool) -> None:
+        """``set_attribute`` for a value the caller knows is valid: no cleaning (the span
+        attribute limits still hold)."""
+        limit = self._limits.max_span_attributes
+        if (
+            self._end_time is None
+            and self._limits.max_span_attribute_length is None
+            and (limit is None or key in self._plain or len(self._plain) < limit)
+        ):
+            self._plain[key] = value
+        else:
+            self.set_attribute(key, value)
+
+    def add_trusted_event(self, name: str, attributes: dict[str, Any]) -> None:
+        """``add_event`` with attributes the caller knows are valid, in a dict of its
+        own that it gives up: no copy, no cleaning (the limits still hold)."""
+        limits = self._limits
+        if (
+            self._end_time is None
+            and limits.max_attribute_length is None
+            and (limits.max_event_attributes is None or len(attributes) <= limits.max_event_attributes)
+            and (limits.max_events is None or len(self._events) < limits.max_events)
+        ):
+            self._events.append(Event(name, attributes, time_ns()))
+        else:
+            self.add_event(name, attributes)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         for key, value in attributes.items():
@@ -323,6 +351,42 @@ class HotTracer:
         # Processors read spans through ReadableSpan, which a lean span is.
         self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
+
+    def start_child(self, name: str, attributes: dict[str, Any]) -> trace.Span:
+        """A span under the current span, for the hot path: when that is a recording
+        lean span, a lean child of it, sharing its provider's processors and its sampling
+        decision, with ``attributes`` that the caller vouches for (str, int, float or
+        bool values, in a dict of its own that it gives up); otherwise
+        :meth:`start_span`."""
+        current = trace.get_current_span()
+        if type(current) is LeanSpan and current._end_time is None:
+            limits = current._limits
+            if limits.max_span_attribute_length is None and (
+                limits.max_span_attributes is None or len(attributes) <= limits.max_span_attributes
+            ):
+                parent = current._context
+                assert parent is not None
+                owner = current._tracer
+                span = LeanSpan(
+                    name,
+                    SpanContext(
+                        parent.trace_id,
+                        owner._ids.generate_span_id(),
+                        False,
+                        parent.trace_flags,
+                        parent.trace_state,
+                    ),
+                    parent,
+                    owner,
+                    attributes,
+                    (),
+                    SpanKind.INTERNAL,
+                    time_ns(),
+                )
+                span._instrumentation_scope = self.scope
+                owner.processor.on_start(span)  # type: ignore[arg-type]
+                return span
+        return self.start_span(name, attributes=attributes)
 
     @contextmanager
     def start_as_current_span(

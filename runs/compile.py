@@ -37,19 +37,17 @@ _tracer = HotTracer("interlock.runs")
 CompiledGraph = CompiledStateGraph[Any, Any, Any, Any]
 
 
-def _node_attributes(name: str, config: RunnableConfig) -> dict[str, Any]:
-    meta = config.get("metadata") or {}
+def _node_attributes(name: str, step: int, namespace: str, config: RunnableConfig) -> dict[str, Any]:
     conf = config.get("configurable") or {}
     thread_id = str(conf.get("thread_id", ""))
     attributes = {
         SPAN_KIND: "CHAIN",
         "interlock.node": name,
-        "interlock.step": int(meta.get("langgraph_step", -1)),
+        "interlock.step": step,
         "interlock.task_id": str(conf.get("__pregel_task_id", "")),
         SESSION_ID: thread_id,
         CONVERSATION_ID: thread_id,
     }
-    namespace = segment.parent_namespace(str(meta.get("langgraph_checkpoint_ns", "")))
     if namespace:  # inside a subgraph: which one (the root graph's is "")
         attributes["interlock.checkpoint_ns"] = namespace
     return attributes
@@ -71,30 +69,30 @@ def _outcome(exc: BaseException | None) -> str:
 class _Probe:
     """Measures (and, with ``spans``, traces) one node execution."""
 
-    __slots__ = ("config", "name", "segment", "span", "started")
+    __slots__ = ("graph_id", "name", "namespace", "segment", "span", "started", "step")
 
     def __init__(self, name: str, config: RunnableConfig, spans: bool) -> None:
+        meta = config.get("metadata") or {}
         self.name = name
-        self.config = config
+        self.graph_id = str(meta.get("graph_id", ""))
+        self.step = int(meta.get("langgraph_step", -1))
+        self.namespace = segment.parent_namespace(str(meta.get("langgraph_checkpoint_ns", "")))
         self.span: Span | None = None
         self.segment = segment.current.get()
         if spans:
-            attributes = _node_attributes(name, config)
-            self.span = _tracer.start_span(f"node {name}", attributes=attributes)
+            self.span = _tracer.start_child(
+                f"node {name}", _node_attributes(name, self.step, self.namespace, config)
+            )
             if self.segment is not None:
-                self.segment.node_started(
-                    name, attributes["interlock.step"], attributes.get("interlock.checkpoint_ns", "")
-                )
+                self.segment.node_started(name, self.step, self.namespace)
         self.started = time.perf_counter()
 
     def done(self, exc: BaseException | None) -> None:
         elapsed = time.perf_counter() - self.started
-        outcome = _outcome(exc)
         instruments = metrics.instruments()
         if instruments is not None:
-            graph_id = str((self.config.get("metadata") or {}).get("graph_id", ""))
             instruments.node_duration.record(
-                elapsed, {"graph_id": graph_id, "node": self.name, "status": outcome}
+                elapsed, {"graph_id": self.graph_id, "node": self.name, "status": _outcome(exc)}
             )
         span = self.span
         if span is None:
@@ -111,9 +109,7 @@ class _Probe:
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         if exc is None and self.segment is not None:
             # Ended when the checkpoint holding its writes is stored (which names it).
-            ns = str((self.config.get("metadata") or {}).get("langgraph_checkpoint_ns", ""))
-            step = int((self.config.get("metadata") or {}).get("langgraph_step", -1))
-            self.segment.node_ended(span, segment.parent_namespace(ns), step, end_ns)
+            self.segment.node_ended(span, self.namespace, self.step, end_ns)
         else:
             span.end(end_ns)
 

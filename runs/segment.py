@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry.trace import Link, Span, SpanContext, TraceFlags
 
 from core import metrics
+from core.spans import LeanSpan
 from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND, checkpoint_listener, current_thread
 from runs.payload import RunPayload
 
@@ -171,11 +172,15 @@ class Segment:
             else:
                 latest[1].append(name)
             sources = self._previous.get(namespace) or [START]
+        root = self.root
         for source in sources:
             attributes: dict[str, Any] = {"from": source, "to": name, "interlock.step": step}
             if namespace:
                 attributes["interlock.checkpoint_ns"] = namespace
-            self.root.add_event("edge", attributes)
+            if type(root) is LeanSpan:
+                root.add_trusted_event("edge", attributes)
+            else:
+                root.add_event("edge", attributes)
 
     def node_ended(self, span: Span, namespace: str, step: int, end_ns: int) -> None:
         """A node span that ended well waits for the checkpoint that stores its writes."""
@@ -186,12 +191,17 @@ class Segment:
         """The saver stored a checkpoint: it holds the writes of every waiting node of
         that graph up to its step."""
         with self._lock:
+            if not self._waiting:
+                return
             done = [w for w in self._waiting if w[1] == namespace and w[2] <= step]
             if not done:
                 return
             self._waiting = [w for w in self._waiting if not (w[1] == namespace and w[2] <= step)]
         for span, _, _, end_ns in done:
-            span.set_attribute("interlock.checkpoint_id", checkpoint_id)
+            if type(span) is LeanSpan:
+                span.set_trusted("interlock.checkpoint_id", checkpoint_id)
+            else:
+                span.set_attribute("interlock.checkpoint_id", checkpoint_id)
             span.end(end_ns)
 
     def flush(self) -> None:

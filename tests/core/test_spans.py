@@ -184,3 +184,46 @@ def test_without_an_sdk_provider_spans_are_no_ops(monkeypatch: pytest.MonkeyPatc
     span = HotTracer("interlock.runs").start_span("node a", attributes={"x": 1})
     assert not span.is_recording()
     assert not isinstance(span, LeanSpan)
+
+
+def _node(tracer: HotTracer, trusted: bool) -> None:
+    with tracer.start_as_current_span("invoke_workflow g") as root:
+        attributes = {"interlock.node": "a", "interlock.step": 1, "session.id": "t"}
+        node = (
+            tracer.start_child("node a", dict(attributes))
+            if trusted
+            else tracer.start_span("node a", attributes=attributes)
+        )
+        for key, value in (("interlock.checkpoint_id", "cp-1"), ("interlock.step", 2)):
+            node.set_trusted(key, value) if trusted else node.set_attribute(key, value)  # type: ignore[attr-defined]
+        for i in range(2):
+            edge = {"from": "__start__", "to": "a", "interlock.step": i}
+            root.add_trusted_event("edge", edge) if trusted else root.add_event("edge", edge)  # type: ignore[attr-defined]
+        node.end()
+
+
+@pytest.mark.parametrize(
+    "limits", [SpanLimits(), SpanLimits(max_span_attributes=2, max_events=1, max_attribute_length=1)]
+)
+def test_the_trusted_hot_path_exports_what_the_checked_one_does(
+    install: Callable[..., Any], limits: SpanLimits
+) -> None:
+    _, memory = install(span_limits=limits)
+    tracer = HotTracer("interlock.runs")
+    _node(tracer, trusted=False)
+    checked = memory.get_finished_spans()
+    memory.clear()
+    _node(tracer, trusted=True)
+    trusted = memory.get_finished_spans()
+    assert [_view(s, {}) for s in trusted] == [_view(s, {}) for s in checked]
+    node, root = trusted
+    assert node.parent.span_id == root.get_span_context().span_id
+    assert node.get_span_context().trace_flags == root.get_span_context().trace_flags
+
+
+def test_a_hot_child_outside_a_lean_span_is_an_ordinary_span(install: Callable[..., Any]) -> None:
+    _, memory = install()
+    span = HotTracer("interlock.runs").start_child("node a", {"interlock.node": "a"})
+    span.end()
+    [exported] = memory.get_finished_spans()
+    assert exported.parent is None and exported.attributes["interlock.node"] == "a"
