@@ -29,6 +29,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
+from core.spans import LeanSpan
+
 log = logging.getLogger(__name__)
 
 _VARINTS = [bytes([i]) for i in range(128)] + [
@@ -99,26 +101,51 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(b"\x0a", key.encode()) + _field(b"\x12", _any_value(value))
 
 
+_keys: dict[str, bytes] = {}
+"""Each attribute key's ``KeyValue.key`` field (keys are few)."""
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _key(key: str) -> bytes:
+    if len(_keys) >= _CACHE_LIMIT:
+        _keys.clear()
+    prefix = _keys[key] = _field(b"\x0a", key.encode())
+    return prefix
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a repeated ``KeyValue`` field with ``tag``."""
     if not attributes:
         return b""
-    parts = []
+    parts: list[bytes] = []
+    append = parts.append
     for key, value in attributes.items():
-        if type(value) is str:
+        kind = type(value)
+        if kind is str:
             pair = _string_pairs.get((key, value))
             if pair is None:
+                prefix = _keys.get(key) or _key(key)
+                encoded = value.encode()
+                any_value = b"\x0a" + _varint(len(encoded)) + encoded
+                pair = prefix + b"\x12" + _varint(len(any_value)) + any_value
+                pair = _varint(len(pair)) + pair
                 if len(_string_pairs) >= _CACHE_LIMIT:
                     _string_pairs.clear()
-                pair = _key_value(key, value)
-                pair = _string_pairs[(key, value)] = _varint(len(pair)) + pair
-            parts.append(tag)
-            parts.append(pair)
-            continue
-        try:
-            parts.append(_field(tag, _key_value(key, value)))
-        except Exception as exc:  # the SDK encoder logs and skips such an attribute too
-            log.exception("Failed to encode key %s: %s", key, exc)
+                _string_pairs[(key, value)] = pair
+            append(tag)
+            append(pair)
+        elif kind is int:
+            prefix = _keys.get(key) or _key(key)
+            any_value = b"\x18" + _varint(value & _MASK64)
+            pair = prefix + b"\x12" + _VARINTS[len(any_value)] + any_value
+            append(tag)
+            append(_varint(len(pair)))
+            append(pair)
+        else:
+            try:
+                append(_field(tag, _key_value(key, value)))
+            except Exception as exc:  # the SDK encoder logs and skips such an attribute too
+                log.exception("Failed to encode key %s: %s", key, exc)
     return b"".join(parts)
 
 
@@ -133,9 +160,18 @@ def _plain(holder: Any, public: Mapping[str, Any] | None) -> Mapping[str, Any] |
 
 def _span(span: ReadableSpan) -> bytes:
     """A ``Span`` message (trace.proto), fields in number order as the SDK writes them."""
-    context = span.get_span_context()
+    if type(span) is LeanSpan:  # ours: its plain containers, without the read-only copies
+        attributes: Mapping[str, Any] | None = span._plain
+        events: Sequence[Any] = span._events
+        links: Sequence[Any] = span._links
+        dropped = (span._dropped_attributes, span._dropped_events, span._dropped_links)
+        context, parent, start, end = span._context, span._parent, span._start_time, span._end_time
+    else:
+        attributes = _plain(span, span.attributes)
+        events, links = span.events, span.links
+        dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+        context, parent, start, end = span.get_span_context(), span.parent, span.start_time, span.end_time
     assert context is not None
-    parent = span.parent
     parts = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),
@@ -146,20 +182,20 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts.append(_field(b"\x2a", span.name.encode()))
     parts.append(_KINDS[span.kind])
-    parts.append(b"\x39" + _pack_q(span.start_time or 0))
-    parts.append(b"\x41" + _pack_q(span.end_time or 0))
-    parts.append(_attributes(b"\x4a", _plain(span, span.attributes)))
-    if span.dropped_attributes:
-        parts.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
+    parts.append(b"\x39" + _pack_q(start or 0))
+    parts.append(b"\x41" + _pack_q(end or 0))
+    parts.append(_attributes(b"\x4a", attributes))
+    if dropped[0]:
+        parts.append(b"\x50" + _varint(dropped[0]))
+    for event in events:
         body = b"\x09" + _pack_q(event.timestamp) + _field(b"\x12", event.name.encode())
         body += _attributes(b"\x1a", _plain(event, event.attributes))
         if event.dropped_attributes:
             body += b"\x20" + _varint(event.dropped_attributes)
         parts.append(_field(b"\x5a", body))
-    if span.dropped_events:
-        parts.append(b"\x60" + _varint(span.dropped_events))
-    for link in span.links:
+    if dropped[1]:
+        parts.append(b"\x60" + _varint(dropped[1]))
+    for link in links:
         body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
         body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
         body += _attributes(b"\x22", link.attributes)
@@ -167,8 +203,8 @@ def _span(span: ReadableSpan) -> bytes:
             body += b"\x28" + _varint(link.dropped_attributes)
         body += _LINK_FLAGS_REMOTE if link.context.is_remote else _LINK_FLAGS_LOCAL
         parts.append(_field(b"\x6a", body))
-    if span.dropped_links:
-        parts.append(b"\x70" + _varint(span.dropped_links))
+    if dropped[2]:
+        parts.append(b"\x70" + _varint(dropped[2]))
     status = span.status
     if status.status_code.value == 0 and not status.description:
         parts.append(_STATUS_UNSET)

@@ -37,6 +37,11 @@ def _provider(resource: dict[str, Any], **limits: int) -> tuple[TracerProvider, 
     return provider, memory
 
 
+_REMOTE = SpanContext(
+    0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(TraceFlags.SAMPLED)
+)
+
+
 def _varied_spans() -> list[ReadableSpan]:
     """Spans with every shape the encoder handles: kinds, attribute types, events, links,
     statuses, remote parents with a trace state, limits that drop, two resources and
@@ -193,3 +198,29 @@ def test_the_exporter_posts_what_the_sdk_would(
 def test_the_exporter_reports_a_refused_export() -> None:
     exporter = otlp.SpanExporter(endpoint="http://127.0.0.1:9/v1/traces", timeout=0.5)
     assert exporter.export(_varied_spans()[:1]) is SpanExportResult.FAILURE
+
+
+def test_lean_spans_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+
+    from core.spans import HotTracer, activate, deactivate
+
+    provider, memory = _provider({"service.name": "interlock"})
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    tracer = HotTracer("interlock.runs")
+    with tracer.start_as_current_span(
+        "invoke_workflow g",
+        attributes={"interlock.segment": 2, "session.id": "t"},
+        links=[Link(_REMOTE, {"a": "b"})],
+    ) as root:
+        node = tracer.start_child("node a", {"interlock.node": "a", "interlock.step": 1, "ratio": 0.5})
+        token = activate(node)
+        root.add_trusted_event("edge", {"from": "__start__", "to": "a", "interlock.step": 1})  # type: ignore[attr-defined]
+        node.set_trusted("interlock.checkpoint_id", "cp-1")  # type: ignore[attr-defined]
+        node.record_exception(ValueError("boom"))
+        node.set_status(Status(StatusCode.ERROR, "ValueError: boom"))
+        deactivate(token)
+        node.end()
+    spans = memory.get_finished_spans()
+    assert len(spans) == 2
+    assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
