@@ -86,7 +86,7 @@ WARMUP = 30
 VARIANTS = {
     "off": "`OTEL_SDK_DISABLED=true`, `INTERLOCK_METRICS=false`: no tracer or meter provider, nodes unwrapped",
     "metrics": "default `interlock serve`: OpenTelemetry metrics for `/metrics` (Prometheus reader), no spans",
-    "traces": "metrics, and spans: `BatchSpanProcessor` (queue 65,536, batch 512) → OTLP/HTTP → local "
+    "traces": "metrics, and spans: `BatchSpanProcessor` (queue 65,536, batch 2,048) → OTLP/HTTP → local "
     "collector `bench/otlp_sink.py`; FastAPI's request spans included",
 }
 
@@ -288,7 +288,7 @@ def measure_instructions(runs: int, sink_port: int, scratch: Path) -> dict[str, 
     worker process over ``runs`` runs after the warm-up: the same count for the same
     work whatever else the machine does. The three variants run at once (valgrind runs a
     process on one core, ~50x slower); the batch processor's schedule delay is raised so
-    that its batches fill to 512 spans as they do at full speed."""
+    that its batches fill up as they do at full speed."""
     procs = {}
     for variant in VARIANTS:
         env = _clean_env()
@@ -326,7 +326,7 @@ def render_instructions(counts: dict[str, float], runs: int) -> list[str]:
         f"The worker in-process as above, {runs} runs per variant after the warm-up, with the "
         "instructions of the process counted by callgrind (all its threads: the span exporter's "
         "encoding and HTTP posts included; the batch processor's schedule delay raised so its "
-        "batches fill to 512 spans as at full speed). redis-server is not counted: tracing "
+        "batches fill up as at full speed). redis-server is not counted: tracing "
         "sends it nothing, so leaving it out only makes the percentages larger. Unlike CPU "
         "seconds on this shared machine, the count is the same for the same work.",
         "",

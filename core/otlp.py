@@ -149,6 +149,37 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(parts)
 
 
+_event_rests: dict[tuple[Any, ...], bytes] = {}
+"""An event's fields after its timestamp (name, attributes), by its name and attributes:
+events repeat (an ``edge`` event per transition of every run of a graph)."""
+
+
+def _event_rest(event: Any) -> bytes:
+    """The fields of ``event`` after its timestamp."""
+    attributes = _plain(event, event.attributes)
+    dropped = event.dropped_attributes
+    try:
+        # With the types: True == 1 == 1.0 as keys, but not as attribute values.
+        key: tuple[Any, ...] | None = (
+            (event.name, dropped, *attributes.items(), *map(type, attributes.values()))
+            if attributes
+            else (event.name, dropped)
+        )
+        hash(key)
+    except TypeError:  # unhashable values (lists, mappings): encode every time
+        key = None
+    rest = _event_rests.get(key) if key is not None else None
+    if rest is None:
+        rest = _field(b"\x12", event.name.encode()) + _attributes(b"\x1a", attributes)
+        if dropped:
+            rest += b"\x20" + _varint(dropped)
+        if key is not None:
+            if len(_event_rests) >= _CACHE_LIMIT:
+                _event_rests.clear()
+            _event_rests[key] = rest
+    return rest
+
+
 def _plain(holder: Any, public: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The attributes of a span, event or link as a plain dict where the SDK keeps one:
     its ``BoundedAttributes`` iterate through a lock, key by key (a third of the
@@ -188,11 +219,8 @@ def _span(span: ReadableSpan) -> bytes:
     if dropped[0]:
         parts.append(b"\x50" + _varint(dropped[0]))
     for event in events:
-        body = b"\x09" + _pack_q(event.timestamp) + _field(b"\x12", event.name.encode())
-        body += _attributes(b"\x1a", _plain(event, event.attributes))
-        if event.dropped_attributes:
-            body += b"\x20" + _varint(event.dropped_attributes)
-        parts.append(_field(b"\x5a", body))
+        body = b"\x09" + _pack_q(event.timestamp) + _event_rest(event)
+        parts.append(b"\x5a" + _varint(len(body)) + body)
     if dropped[1]:
         parts.append(b"\x60" + _varint(dropped[1]))
     for link in links:

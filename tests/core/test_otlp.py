@@ -224,3 +224,21 @@ def test_lean_spans_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPat
     spans = memory.get_finished_spans()
     assert len(spans) == 2
     assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
+
+
+def test_cached_events_keep_their_value_types() -> None:
+    """``True``, ``1`` and ``1.0`` are equal as dict keys; their encodings differ."""
+    provider, memory = _provider({"service.name": "interlock"})
+    with provider.get_tracer("t").start_as_current_span("s") as span:
+        for value in (True, 1, 1.0, True):
+            span.add_event("same", {"v": value})
+    spans = memory.get_finished_spans()
+    request = ExportTraceServiceRequest.FromString(otlp.encode_spans(spans))
+    values = [e.attributes[0].value for e in request.resource_spans[0].scope_spans[0].spans[0].events]
+    assert [v.WhichOneof("value") for v in values] == [
+        "bool_value",
+        "int_value",
+        "double_value",
+        "bool_value",
+    ]
+    assert request == sdk_encode_spans(spans)
