@@ -3,7 +3,7 @@
 The SDK's span is general: every attribute goes through a validating, locked
 ``BoundedAttributes``, every event through another, and ``end`` copies the span into a
 ``ReadableSpan`` for the processors. That is ~20 µs of CPU per span before export here,
-on nodes that cost well under a millisecond all told. :class:`LeanSpan` implements the same
+on nodes that cost about a millisecond all told. :class:`LeanSpan` implements the same
 ``opentelemetry.trace.Span`` API over a plain dict and list (our own attributes are
 already clean; values from elsewhere are checked as the SDK checks them), is itself the
 ``ReadableSpan`` the processors get, and keeps the SDK's limits (``OTEL_SPAN_*_LIMIT``).
