@@ -89,6 +89,21 @@ VARIANTS = {
     "traces": "metrics, and spans: `BatchSpanProcessor` (queue 65,536, batch 2,048) → OTLP/HTTP → local "
     "collector `bench/otlp_sink.py`; FastAPI's request spans included",
 }
+COMPARISONS = (
+    ("metrics vs off (the default's cost)", "metrics", "off"),
+    ("traces vs metrics (what spans add)", "traces", "metrics"),
+    ("traces vs off (everything)", "traces", "off"),
+)
+"""Each comparison the tables make: (label, variant, the variant it is compared with)."""
+
+
+def _traces_env(sink_port: int) -> dict[str, str]:
+    """What the ``traces`` variant adds to the environment: spans to the collector, and
+    no OTLP metrics (the other variants export none either)."""
+    return {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
+        "OTEL_METRICS_EXPORTER": "none",
+    }
 
 
 @dataclass
@@ -137,10 +152,7 @@ def _server(scratch: Path, variant: str, sink_port: int) -> Server:
     extra = {
         "off": {"OTEL_SDK_DISABLED": "true", "INTERLOCK_METRICS": "false"},
         "metrics": {},
-        "traces": {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
-            "OTEL_METRICS_EXPORTER": "none",
-        },
+        "traces": _traces_env(sink_port),
     }[variant]
     env = _clean_env(
         INTERLOCK_CONFIG=str(CONFIG),
@@ -293,11 +305,7 @@ def measure_instructions(runs: int, sink_port: int, scratch: Path) -> dict[str, 
     for variant in VARIANTS:
         env = _clean_env()
         if variant == "traces":
-            env |= {
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
-                "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_BSP_SCHEDULE_DELAY": "600000",
-            }
+            env |= _traces_env(sink_port) | {"OTEL_BSP_SCHEDULE_DELAY": "600000"}
         argv = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no",
             f"--callgrind-out-file={scratch / f'callgrind-{variant}.out'}",
@@ -319,7 +327,6 @@ def measure_instructions(runs: int, sink_port: int, scratch: Path) -> dict[str, 
 
 
 def render_instructions(counts: dict[str, float], runs: int) -> list[str]:
-    off, met, tr = counts["off"], counts["metrics"], counts["traces"]
     lines = [
         "## Per node, in instructions (valgrind callgrind)",
         "",
@@ -336,11 +343,8 @@ def render_instructions(counts: dict[str, float], runs: int) -> list[str]:
     for name, value in counts.items():
         lines.append(f"| {name} | {value / 1e6:.2f} M | {value / NODES / 1e3:.0f} k |")
     lines += ["", "| comparison | Δ per node | Δ |", "| --- | ---: | ---: |"]
-    for label, new, base in (
-        ("metrics vs off (the default's cost)", met, off),
-        ("traces vs metrics (what spans add)", tr, met),
-        ("traces vs off (everything)", tr, off),
-    ):
+    for label, new_name, base_name in COMPARISONS:
+        new, base = counts[new_name], counts[base_name]
         lines.append(f"| {label} | {(new - base) / NODES / 1e3:+.0f} k | {(new - base) / base * 100:+.1f}% |")
     lines.append("")
     return lines
@@ -365,10 +369,7 @@ def measure_worker(sample: WorkerSample, runs: int, sink_port: int, scratch: Pat
     """One round of one variant: a fresh process executes ``runs`` runs in-process."""
     env = _clean_env()
     if sample.name == "traces":
-        env |= {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
-            "OTEL_METRICS_EXPORTER": "none",
-        }
+        env |= _traces_env(sink_port)
     before = httpx.get(f"http://127.0.0.1:{sink_port}/count", timeout=10).json()
     sample.load.append(os.getloadavg()[0])
     out = subprocess.run(
@@ -396,9 +397,8 @@ def measure_worker(sample: WorkerSample, runs: int, sink_port: int, scratch: Pat
 
 
 def render_worker(samples: dict[str, WorkerSample], runs: int) -> list[str]:
-    off, met, tr = samples["off"], samples["metrics"], samples["traces"]
     med = statistics.median
-    rounds = len(off.cpu_ms)
+    rounds = len(samples["off"].cpu_ms)
     lines = [
         "## Per node: the worker, in-process (the target)",
         "",
@@ -427,11 +427,8 @@ def render_worker(samples: dict[str, WorkerSample], runs: int) -> list[str]:
         "| comparison | Δ CPU per node | Δ CPU | Δ p50 per node | Δ p50 |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for label, new, base in (
-        ("metrics vs off (the default's cost)", met, off),
-        ("traces vs metrics (what spans add)", tr, met),
-        ("traces vs off (everything)", tr, off),
-    ):
+    for label, new_name, base_name in COMPARISONS:
+        new, base = samples[new_name], samples[base_name]
         d_cpu = med(new.cpu_ms) - med(base.cpu_ms)
         d_p50 = med(new.p50_ms) - med(base.p50_ms)
         lines.append(
@@ -518,7 +515,6 @@ def _met(ok: bool) -> str:
 
 
 def render_http(samples: dict[str, Sample], args: argparse.Namespace) -> list[str]:
-    off, met, tr = samples["off"], samples["metrics"], samples["traces"]
     lines = [
         "## End to end: through the API",
         "",
@@ -550,11 +546,8 @@ def render_http(samples: dict[str, Sample], args: argparse.Namespace) -> list[st
         "| comparison | Δ p50 per node | Δ p50 | Δ CPU/run (sequential) | Δ CPU/run (clients) | Δ runs/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for label, new, base in (
-        ("metrics vs off (the default's cost)", met, off),
-        ("traces vs metrics (what spans add)", tr, met),
-        ("traces vs off (everything)", tr, off),
-    ):
+    for label, new_name, base_name in COMPARISONS:
+        new, base = samples[new_name], samples[base_name]
         lines.append(
             f"| {label} | {(new.p50 - base.p50) / NODES * 1000:+.0f} µs | {pct(new.p50, base.p50)} | "
             f"{pct(new.seq_cpu_ms, base.seq_cpu_ms)} | "

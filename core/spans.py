@@ -56,6 +56,17 @@ def _clean(key: str, value: Any, max_length: int | None) -> tuple[bool, Any]:
     return (True, cleaned[key]) if key in cleaned else (False, None)
 
 
+def _stored_as_given(count: int, limit: int | None, max_length: int | None) -> bool:
+    """Whether ``count`` attributes with primitive values are stored just as given under
+    a count ``limit`` and a string ``max_length``: none to drop, no string to cut."""
+    return max_length is None and (limit is None or count <= limit)
+
+
+def _child_context(parent: SpanContext, ids: Any) -> SpanContext:
+    """A new span's context under ``parent``, with its sampling decision and trace state."""
+    return SpanContext(parent.trace_id, ids.generate_span_id(), False, parent.trace_flags, parent.trace_state)
+
+
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span over plain containers (see the module's docstring)."""
 
@@ -154,8 +165,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         limits = self._limits
         if (
             self._end_time is None
-            and limits.max_attribute_length is None
-            and (limits.max_event_attributes is None or len(attributes) <= limits.max_event_attributes)
+            and _stored_as_given(len(attributes), limits.max_event_attributes, limits.max_attribute_length)
             and (limits.max_events is None or len(self._events) < limits.max_events)
         ):
             self._events.append(Event(name, attributes, time_ns()))
@@ -176,11 +186,9 @@ class LeanSpan(trace.Span, ReadableSpan):
         plain: Mapping[str, Any] | None
         if not attributes:
             plain = {}
-        elif (
-            limits.max_attribute_length is None
-            and (limits.max_event_attributes is None or len(attributes) <= limits.max_event_attributes)
-            and all(type(v) in _PRIMITIVE for v in attributes.values())
-        ):
+        elif _stored_as_given(
+            len(attributes), limits.max_event_attributes, limits.max_attribute_length
+        ) and all(type(v) in _PRIMITIVE for v in attributes.values()):
             plain = dict(attributes)  # already clean: what our own events carry
         else:
             plain = BoundedAttributes(
@@ -308,9 +316,7 @@ class HotTracer:
         if type(current) is LeanSpan and current._end_time is None and not links and parent is not None:
             # Under a recording lean span (a node under its segment's root): the parent's
             # decision, as the default ParentBased sampler takes it, without asking.
-            span_context = SpanContext(
-                parent.trace_id, self._ids.generate_span_id(), False, parent.trace_flags, parent.trace_state
-            )
+            span_context = _child_context(parent, self._ids)
             given: Mapping[str, Any] = attributes or {}
         else:
             if parent is None or not parent.is_valid:
@@ -335,10 +341,8 @@ class HotTracer:
                 return trace.NonRecordingSpan(span_context)
             given = sampled.attributes or {}
         limits = self.limits
-        if (
-            limits.max_span_attribute_length is None
-            and (limits.max_span_attributes is None or len(given) <= limits.max_span_attributes)
-            and all(type(v) in _PRIMITIVE for v in given.values())
+        if _stored_as_given(len(given), limits.max_span_attributes, limits.max_span_attribute_length) and all(
+            type(v) in _PRIMITIVE for v in given.values()
         ):
             plain = dict(given)
         else:
@@ -361,21 +365,15 @@ class HotTracer:
         current = trace.get_current_span()
         if type(current) is LeanSpan and current._end_time is None:
             limits = current._limits
-            if limits.max_span_attribute_length is None and (
-                limits.max_span_attributes is None or len(attributes) <= limits.max_span_attributes
+            if _stored_as_given(
+                len(attributes), limits.max_span_attributes, limits.max_span_attribute_length
             ):
                 parent = current._context
                 assert parent is not None
                 owner = current._tracer
                 span = LeanSpan(
                     name,
-                    SpanContext(
-                        parent.trace_id,
-                        owner._ids.generate_span_id(),
-                        False,
-                        parent.trace_flags,
-                        parent.trace_state,
-                    ),
+                    _child_context(parent, owner._ids),
                     parent,
                     owner,
                     attributes,

@@ -33,14 +33,10 @@ whatever its size, so fewer, larger ones (the SDK's default is 512)."""
 _configured = False
 
 
-def _env_int(name: str, default: int) -> int:
-    """A positive integer from the environment (the standard ``OTEL_BSP_*`` variables win
-    over our defaults), or ``default`` if unset or not one."""
-    try:
-        value = int(os.environ.get(name, ""))
-    except ValueError:
-        return default
-    return value if value > 0 else default
+def _ours_unless_set(variable: str, default: int) -> int | None:
+    """``default``, or None when the standard ``variable`` is set: then the batch
+    processor reads (and checks) it itself."""
+    return None if os.environ.get(variable) else default
 
 
 current_thread: ContextVar[str | None] = ContextVar("interlock_thread", default=None)
@@ -112,8 +108,8 @@ def configure_tracing(
             provider.add_span_processor(
                 BatchSpanProcessor(
                     SpanExporter(),
-                    max_queue_size=_env_int("OTEL_BSP_MAX_QUEUE_SIZE", QUEUE_SIZE),
-                    max_export_batch_size=_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", BATCH_SIZE),
+                    max_queue_size=_ours_unless_set("OTEL_BSP_MAX_QUEUE_SIZE", QUEUE_SIZE),
+                    max_export_batch_size=_ours_unless_set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", BATCH_SIZE),
                 )
             )
         elif name == "console":

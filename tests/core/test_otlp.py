@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -28,27 +26,16 @@ from opentelemetry.trace import (
 )
 
 from core import otlp
-
-
-def _provider(resource: dict[str, Any], **limits: int) -> tuple[TracerProvider, InMemorySpanExporter]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create(resource), span_limits=SpanLimits(**limits))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    return provider, memory
-
-
-_REMOTE = SpanContext(
-    0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(TraceFlags.SAMPLED)
-)
+from tests.core.memory_spans import REMOTE, memory_provider
 
 
 def _varied_spans() -> list[ReadableSpan]:
     """Spans with every shape the encoder handles: kinds, attribute types, events, links,
     statuses, remote parents with a trace state, limits that drop, two resources and
     scopes with and without versions, attributes and schema URLs."""
-    first, first_spans = _provider({"service.name": "interlock", "host.cores": 2})
-    second, second_spans = _provider(
-        {"service.name": "other"}, max_span_attributes=2, max_events=1, max_links=1
+    first, first_spans = memory_provider({"service.name": "interlock", "host.cores": 2})
+    second, second_spans = memory_provider(
+        {"service.name": "other"}, span_limits=SpanLimits(max_span_attributes=2, max_events=1, max_links=1)
     )
     tracer = first.get_tracer("interlock.runs")
     versioned = first.get_tracer(
@@ -141,7 +128,7 @@ def test_an_empty_batch_is_an_empty_request() -> None:
 
 
 def test_the_string_cache_stays_bounded() -> None:
-    provider, memory = _provider({"service.name": "interlock"})
+    provider, memory = memory_provider({"service.name": "interlock"})
     tracer = provider.get_tracer("t")
     for i in range(otlp._CACHE_LIMIT + 10):
         with tracer.start_as_current_span("s", attributes={"id": f"value-{i}"}):
@@ -205,13 +192,13 @@ def test_lean_spans_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPat
 
     from core.spans import HotTracer, activate, deactivate
 
-    provider, memory = _provider({"service.name": "interlock"})
+    provider, memory = memory_provider({"service.name": "interlock"})
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
     tracer = HotTracer("interlock.runs")
     with tracer.start_as_current_span(
         "invoke_workflow g",
         attributes={"interlock.segment": 2, "session.id": "t"},
-        links=[Link(_REMOTE, {"a": "b"})],
+        links=[Link(REMOTE, {"a": "b"})],
     ) as root:
         node = tracer.start_child("node a", {"interlock.node": "a", "interlock.step": 1, "ratio": 0.5})
         token = activate(node)
@@ -228,7 +215,7 @@ def test_lean_spans_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPat
 
 def test_cached_events_keep_their_value_types() -> None:
     """``True``, ``1`` and ``1.0`` are equal as dict keys; their encodings differ."""
-    provider, memory = _provider({"service.name": "interlock"})
+    provider, memory = memory_provider({"service.name": "interlock"})
     with provider.get_tracer("t").start_as_current_span("s") as span:
         for value in (True, 1, 1.0, True):
             span.add_event("same", {"v": value})

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import (
@@ -21,18 +19,11 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     set_span_in_context,
 )
 
 from core.spans import HotTracer, LeanSpan, activate, deactivate
-
-
-def _provider(**options: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "interlock"}), **options)
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    return provider, memory
+from tests.core.memory_spans import REMOTE, memory_provider
 
 
 @pytest.fixture
@@ -43,16 +34,11 @@ def install(
     patching the API's lookup: the process-wide provider can be set only once."""
 
     def made(**options: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
-        provider, memory = _provider(**options)
+        provider, memory = memory_provider(**options)
         monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
         return provider, memory
 
     yield made
-
-
-REMOTE = SpanContext(
-    0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(TraceFlags.SAMPLED)
-)
 
 
 def _exercise(tracer: Any) -> None:
