@@ -27,9 +27,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind
 
-from core.spans import LeanSpan
+from core.spans import UNSET_STATUS, LeanEvent, LeanSpan
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(b"\x0a", key.encode()) + _field(b"\x12", _any_value(value))
 
 
+_UNIQUE = frozenset(
+    {"interlock.task_id", "interlock.checkpoint_id", "interlock.run_id", "interlock.continues.trace_id"}
+)
+"""Keys whose string values (ids) hardly ever repeat: cached, they would only push out
+the values that do."""
+
 _keys: dict[str, bytes] = {}
 """Each attribute key's ``KeyValue.key`` field (keys are few)."""
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -113,6 +119,50 @@ def _key(key: str) -> bytes:
     return prefix
 
 
+def _string_pair(key: str, value: str) -> bytes:
+    """A string attribute's length-prefixed ``KeyValue`` (kept for next time)."""
+    prefix = _keys.get(key) or _key(key)
+    encoded = value.encode()
+    any_value = b"\x0a" + _varint(len(encoded)) + encoded
+    pair = prefix + b"\x12" + _varint(len(any_value)) + any_value
+    pair = _varint(len(pair)) + pair
+    if len(_string_pairs) >= _CACHE_LIMIT:
+        _string_pairs.clear()
+    _string_pairs[(key, value)] = pair
+    return pair
+
+
+_heads: dict[tuple[str, int], bytes] = {}
+"""For a unique-valued key and a value of so many bytes: the bytes of its length-prefixed
+``KeyValue`` before the value's own (ids have one length)."""
+
+
+def _head(key: str, size: int) -> bytes:
+    prefix = _keys.get(key) or _key(key)
+    any_head = b"\x0a" + _varint(size)
+    head = prefix + b"\x12" + _varint(len(any_head) + size) + any_head
+    head = _varint(len(head) + size) + head
+    if len(_heads) >= _CACHE_LIMIT:
+        _heads.clear()
+    _heads[(key, size)] = head
+    return head
+
+
+_int_pairs: dict[tuple[str, int], bytes] = {}
+"""Length-prefixed ``KeyValue`` bytes of int attributes already seen (steps, counts)."""
+
+
+def _int_pair(key: str, value: int) -> bytes:
+    prefix = _keys.get(key) or _key(key)
+    any_value = b"\x18" + _varint(value & _MASK64)
+    pair = prefix + b"\x12" + _VARINTS[len(any_value)] + any_value
+    pair = _varint(len(pair)) + pair
+    if len(_int_pairs) >= _CACHE_LIMIT:
+        _int_pairs.clear()
+    _int_pairs[(key, value)] = pair
+    return pair
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Each attribute as a repeated ``KeyValue`` field with ``tag``."""
     if not attributes:
@@ -122,25 +172,17 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     for key, value in attributes.items():
         kind = type(value)
         if kind is str:
-            pair = _string_pairs.get((key, value))
-            if pair is None:
-                prefix = _keys.get(key) or _key(key)
+            if key in _UNIQUE:
                 encoded = value.encode()
-                any_value = b"\x0a" + _varint(len(encoded)) + encoded
-                pair = prefix + b"\x12" + _varint(len(any_value)) + any_value
-                pair = _varint(len(pair)) + pair
-                if len(_string_pairs) >= _CACHE_LIMIT:
-                    _string_pairs.clear()
-                _string_pairs[(key, value)] = pair
+                append(tag)
+                append(_heads.get((key, len(encoded))) or _head(key, len(encoded)))
+                append(encoded)
+            else:
+                append(tag)
+                append(_string_pairs.get((key, value)) or _string_pair(key, value))
+        elif kind is int:  # exactly int: True and 1 are equal keys, not equal values
             append(tag)
-            append(pair)
-        elif kind is int:
-            prefix = _keys.get(key) or _key(key)
-            any_value = b"\x18" + _varint(value & _MASK64)
-            pair = prefix + b"\x12" + _VARINTS[len(any_value)] + any_value
-            append(tag)
-            append(_varint(len(pair)))
-            append(pair)
+            append(_int_pairs.get((key, value)) or _int_pair(key, value))
         else:
             try:
                 append(_field(tag, _key_value(key, value)))
@@ -152,6 +194,34 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
 _event_rests: dict[tuple[Any, ...], bytes] = {}
 """An event's fields after its timestamp (name, attributes), by its name and attributes:
 events repeat (an ``edge`` event per transition of every run of a graph)."""
+
+
+_lean_event_rests: dict[Any, bytes] = {}
+"""The same for :class:`LeanEvent` s, by the key their maker gave them."""
+
+
+def _event(event: Any) -> bytes:
+    """An ``Event`` field of a span (tag, length, message)."""
+    if type(event) is LeanEvent:
+        rest = _lean_event_rests.get(event.key)
+        if rest is None:
+            rest = _event_body(event.name, event._attributes, 0)
+            if len(_lean_event_rests) >= _CACHE_LIMIT:
+                _lean_event_rests.clear()
+            _lean_event_rests[event.key] = rest
+        size = len(rest) + 9
+        if size < 128:
+            return _event_head(0x5A, size, 0x09, event._timestamp) + rest
+    else:
+        rest = _event_rest(event)
+    body = b"\x09" + _pack_q(event.timestamp) + rest
+    return b"\x5a" + _varint(len(body)) + body
+
+
+def _event_body(name: str, attributes: Mapping[str, Any] | None, dropped: int) -> bytes:
+    """An event's fields after its timestamp: name, attributes, dropped count."""
+    rest = _field(b"\x12", name.encode()) + _attributes(b"\x1a", attributes)
+    return rest + b"\x20" + _varint(dropped) if dropped else rest
 
 
 def _event_rest(event: Any) -> bytes:
@@ -170,9 +240,7 @@ def _event_rest(event: Any) -> bytes:
         key = None
     rest = _event_rests.get(key) if key is not None else None
     if rest is None:
-        rest = _field(b"\x12", event.name.encode()) + _attributes(b"\x1a", attributes)
-        if dropped:
-            rest += b"\x20" + _varint(dropped)
+        rest = _event_body(event.name, attributes, dropped)
         if key is not None:
             if len(_event_rests) >= _CACHE_LIMIT:
                 _event_rests.clear()
@@ -189,14 +257,64 @@ def _plain(holder: Any, public: Mapping[str, Any] | None) -> Mapping[str, Any] |
     return raw if type(raw) is dict or isinstance(raw, dict) else public
 
 
+_ids = struct.Struct(">2sQQ2sQ").pack
+_ids_with_parent = struct.Struct(">2sQQ2sQ2sQ").pack
+_times = struct.Struct("<BQBQ").pack
+_event_head = struct.Struct("<BBBQ").pack
+"""An event's tag, its length (below 128), its timestamp's tag and the timestamp."""
+_names: dict[str, bytes] = {}
+"""Each span name's ``name`` field (names repeat: a node's span is named after it)."""
+
+
+def _lean_span(span: LeanSpan) -> bytes:
+    """:func:`_span` for the usual lean span (no trace state, links, drops or status),
+    read from its own containers."""
+    context = span._context
+    parent = span._parent
+    trace_id = context.trace_id
+    name = _names.get(span._name)
+    if name is None:
+        if len(_names) >= _CACHE_LIMIT:
+            _names.clear()
+        name = _names[span._name] = _field(b"\x2a", span._name.encode())
+    events = span._events
+    return b"".join(
+        (
+            _ids_with_parent(
+                b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", context.span_id,
+                b"\x22\x08", parent.span_id,
+            ) if parent is not None else _ids(
+                b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", context.span_id,
+            ),
+            name,
+            _KINDS[span._kind],
+            _times(0x39, span._start_time, 0x41, span._end_time or 0),
+            _attributes(b"\x4a", span._plain),
+            b"".join([_event(event) for event in events]) if events else b"",
+            _STATUS_UNSET,
+            _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL,
+        )
+    )  # fmt: skip
+
+
 def _span(span: ReadableSpan) -> bytes:
     """A ``Span`` message (trace.proto), fields in number order as the SDK writes them."""
-    if type(span) is LeanSpan:  # ours: its plain containers, without the read-only copies
+    if type(span) is LeanSpan:
+        if (
+            span._status is UNSET_STATUS  # set_status replaces it, and never with UNSET
+            and not span._links
+            and not (span._dropped_attributes or span._dropped_events or span._dropped_links)
+        ):
+            state = span._context.trace_state
+            if state is DEFAULT_TRACE_STATE or not state:
+                return _lean_span(span)
+        # Ours: its plain containers, without the read-only copies.
         attributes: Mapping[str, Any] | None = span._plain
         events: Sequence[Any] = span._events
         links: Sequence[Any] = span._links
         dropped = (span._dropped_attributes, span._dropped_events, span._dropped_links)
-        context, parent, start, end = span._context, span._parent, span._start_time, span._end_time
+        context: SpanContext | None = span._context
+        parent, start, end = span._parent, span._start_time, span._end_time
     else:
         attributes = _plain(span, span.attributes)
         events, links = span.events, span.links
@@ -219,8 +337,7 @@ def _span(span: ReadableSpan) -> bytes:
     if dropped[0]:
         parts.append(b"\x50" + _varint(dropped[0]))
     for event in events:
-        body = b"\x09" + _pack_q(event.timestamp) + _event_rest(event)
-        parts.append(b"\x5a" + _varint(len(body)) + body)
+        parts.append(_event(event))
     if dropped[1]:
         parts.append(b"\x60" + _varint(dropped[1]))
     for link in links:
@@ -260,34 +377,47 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """An ``ExportTraceServiceRequest`` holding ``spans``, grouped by resource and then
-    by instrumentation scope in the order they first appear (as the SDK groups them)."""
+    by instrumentation scope in the order they first appear (as the SDK groups them).
+
+    Each message's length is added up from its parts, so the spans' bytes are copied
+    once, into the request, rather than once per enclosing message."""
     # Grouped by identity first (a Resource hashes by JSON-encoding its attributes, on
     # every call), then merged by equality as the SDK groups them.
     by_identity: dict[tuple[int, int], list[bytes]] = {}
     objects: dict[tuple[int, int], tuple[Resource, InstrumentationScope | None]] = {}
     for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
+        if type(span) is LeanSpan:
+            resource, scope = span._resource, span._instrumentation_scope
+        else:
+            resource, scope = span.resource, span.instrumentation_scope or None
         key = (id(resource), id(scope))
         encoded = by_identity.get(key)
         if encoded is None:
             encoded = by_identity[key] = []
             objects[key] = (resource, scope)
-        encoded.append(_field(b"\x12", _span(span)))
+        body = _span(span)
+        encoded.append(b"\x12" + _varint(len(body)))
+        encoded.append(body)
     groups: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
     for key, encoded in by_identity.items():
         resource, scope = objects[key]
         groups.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
-    out = []
+    out: list[bytes] = []
     for resource, by_scope in groups.items():
-        body = _field(b"\x0a", _resource(resource))
+        parts = [_field(b"\x0a", _resource(resource))]
         for scope, encoded in by_scope.items():
-            scope_spans = _field(b"\x0a", _scope(scope)) + b"".join(encoded)
-            if scope is not None and scope.schema_url:
-                scope_spans += _field(b"\x1a", scope.schema_url.encode())
-            body += _field(b"\x12", scope_spans)
+            head = _field(b"\x0a", _scope(scope))
+            tail = (
+                _field(b"\x1a", scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
+            )
+            parts.append(b"\x12" + _varint(len(head) + sum(map(len, encoded)) + len(tail)))
+            parts.append(head)
+            parts.extend(encoded)
+            parts.append(tail)
         if resource.schema_url:
-            body += _field(b"\x1a", resource.schema_url.encode())
-        out.append(_field(b"\x0a", body))
+            parts.append(_field(b"\x1a", resource.schema_url.encode()))
+        out.append(b"\x0a" + _varint(sum(map(len, parts))))
+        out.extend(parts)
     return b"".join(out)
 
 

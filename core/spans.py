@@ -24,6 +24,8 @@ import logging
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from random import getrandbits
 from time import time_ns
 from typing import Any, cast
 
@@ -31,15 +33,39 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 log = logging.getLogger(__name__)
 
 _PRIMITIVE = (str, bool, int, float)
 _RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+UNSET_STATUS = Status(StatusCode.UNSET)
+"""The status of every lean span until ``set_status`` gives it another."""
+
+
+def _tuple_layout() -> bool:
+    """Whether ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, trace_flags,
+    trace_state, is_valid)`` (as in every API release so far): then a child's context is
+    made as that tuple, without ``SpanContext.__new__`` checking ids we made ourselves."""
+    probe = SpanContext(1, 2, True, TraceFlags(1), TraceState([("k", "v")]))
+    return isinstance(probe, tuple) and tuple(probe) == (1, 2, True, 1, probe.trace_state, True)
+
+
+_CONTEXT_AS_TUPLE = _tuple_layout()
+_new_tuple = tuple.__new__
+
+_runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+_current_context: ContextVar[Context] | None = (
+    _runtime._current_context if type(_runtime) is ContextVarsRuntimeContext else None
+)
+"""The context variable of OpenTelemetry's default runtime context, when that is the one in
+use (``OTEL_PYTHON_CONTEXT`` unset): :func:`activate` sets it directly."""
 
 
 def _clean(key: str, value: Any, max_length: int | None) -> tuple[bool, Any]:
@@ -64,11 +90,38 @@ def _stored_as_given(count: int, limit: int | None, max_length: int | None) -> b
 
 def _child_context(parent: SpanContext, ids: Any) -> SpanContext:
     """A new span's context under ``parent``, with its sampling decision and trace state."""
+    if _CONTEXT_AS_TUPLE and type(ids) is RandomIdGenerator:
+        span_id = getrandbits(64)  # what RandomIdGenerator.generate_span_id draws
+        while not span_id:
+            span_id = getrandbits(64)
+        trace_id, _, _, flags, state, valid = parent
+        return _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, valid))
     return SpanContext(parent.trace_id, ids.generate_span_id(), False, parent.trace_flags, parent.trace_state)
+
+
+class LeanEvent(Event):
+    """An event our own code made, with ``key``: a hashable value that fixes its name and
+    attributes (values and their types), so its encoding can be cached under it."""
+
+    def __init__(self, name: str, attributes: dict[str, Any], timestamp: int, key: Any) -> None:
+        self._name = name
+        self._attributes = attributes
+        self._timestamp = timestamp
+        self.key = key
 
 
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span over plain containers (see the module's docstring)."""
+
+    _context: SpanContext
+    # What most spans keep as they start, as class attributes: fewer stores per span.
+    _instrumentation_info = None
+    _end_time: int | None = None
+    _links: tuple[Link, ...] = ()
+    _status = UNSET_STATUS
+    _dropped_attributes = 0
+    _dropped_events = 0
+    _dropped_links = 0
 
     def __init__(
         self,
@@ -87,20 +140,15 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._parent = parent
         self._kind = kind
         self._resource = tracer.resource
-        self._instrumentation_info = None
         self._instrumentation_scope = tracer.scope
         self._start_time = start_time
-        self._end_time: int | None = None
         self._attributes = self._plain = attributes
         self._events: list[Event] = []
-        self._links = tuple(links)
-        self._status = Status(StatusCode.UNSET)
+        if links:
+            self._links = tuple(links)
         self._tracer = tracer
         self._limits = tracer.limits
         self._processor = tracer.processor
-        self._dropped_attributes = 0
-        self._dropped_events = 0
-        self._dropped_links = 0
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
@@ -122,7 +170,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     # opentelemetry.trace.Span
 
     def get_span_context(self) -> SpanContext:
-        return cast(SpanContext, self._context)
+        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -159,16 +207,22 @@ class LeanSpan(trace.Span, ReadableSpan):
         else:
             self.set_attribute(key, value)
 
-    def add_trusted_event(self, name: str, attributes: dict[str, Any]) -> None:
+    def add_trusted_event(self, name: str, attributes: dict[str, Any], key: Any = None) -> None:
         """``add_event`` with attributes the caller knows are valid, in a dict of its
-        own that it gives up: no copy, no cleaning (the limits still hold)."""
+        own that it gives up: no copy, no cleaning (the limits still hold). ``key``, if
+        given, is hashable and determines ``name`` and ``attributes`` exactly, types
+        included (``(name, value, …)`` with fixed keys): the exporter caches the event's
+        encoding under it (:class:`LeanEvent`)."""
         limits = self._limits
         if (
             self._end_time is None
             and _stored_as_given(len(attributes), limits.max_event_attributes, limits.max_attribute_length)
             and (limits.max_events is None or len(self._events) < limits.max_events)
         ):
-            self._events.append(Event(name, attributes, time_ns()))
+            if key is None:
+                self._events.append(Event(name, attributes, time_ns()))
+            else:
+                self._events.append(LeanEvent(name, attributes, time_ns(), key))
         else:
             self.add_event(name, attributes)
 
@@ -362,7 +416,7 @@ class HotTracer:
         decision, with ``attributes`` that the caller vouches for (str, int, float or
         bool values, in a dict of its own that it gives up); otherwise
         :meth:`start_span`."""
-        current = trace.get_current_span()
+        current = current_span()
         if type(current) is LeanSpan and current._end_time is None:
             limits = current._limits
             if _stored_as_given(
@@ -410,8 +464,24 @@ class HotTracer:
 def activate(span: trace.Span) -> object:
     """Make ``span`` the current span (what ``trace.use_span`` does, without a generator
     per call); give the result to :func:`deactivate`."""
+    if _current_context is not None:
+        return _current_context.set(Context({**_current_context.get(), _SPAN_KEY: span}))
     return context_api.attach(trace.set_span_in_context(span))
 
 
 def deactivate(token: object) -> None:
-    context_api.detach(token)  # type: ignore[arg-type]
+    if _current_context is None:
+        context_api.detach(token)  # type: ignore[arg-type]
+        return
+    try:
+        _current_context.reset(token)  # type: ignore[arg-type]
+    except Exception:  # as context_api.detach
+        log.exception("Failed to detach context")
+
+
+def current_span() -> trace.Span:
+    """``trace.get_current_span()``, read directly from the default runtime context."""
+    if _current_context is not None:
+        span = _current_context.get().get(_SPAN_KEY)
+        return span if type(span) is LeanSpan or isinstance(span, trace.Span) else trace.INVALID_SPAN
+    return trace.get_current_span()

@@ -85,8 +85,9 @@ class Segment:
         """Per graph namespace: the latest step that started nodes, and those nodes."""
         self._previous: dict[str, list[str]] = {}
         """Per graph namespace: the nodes of the step before it."""
-        self._waiting: list[tuple[Span, str, int, int]] = []
-        """Node spans that ended well, waiting for their checkpoint: (span, ns, step, end ns)."""
+        self._waiting: dict[str, list[tuple[Span, int, int]]] = {}
+        """Per graph namespace, node spans that ended well, waiting for their checkpoint:
+        (span, step, end ns), in the order they ended (so by step: steps are barriers)."""
         self._tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
 
     # lifetime
@@ -126,7 +127,7 @@ class Segment:
                 with self._lock:
                     last = self._steps.get("", (0, []))[1]
                 for node in last:
-                    self.root.add_event("edge", {"from": node, "to": END})
+                    self._edge({"from": node, "to": END}, ("edge", node, END))
             for item in interrupts:
                 value = item.get("value")
                 kind = value.get("type") if isinstance(value, dict) else None
@@ -172,32 +173,46 @@ class Segment:
             else:
                 latest[1].append(name)
             sources = self._previous.get(namespace) or [START]
-        root = self.root
         for source in sources:
             attributes: dict[str, Any] = {"from": source, "to": name, "interlock.step": step}
             if namespace:
                 attributes["interlock.checkpoint_ns"] = namespace
-            if type(root) is LeanSpan:
-                root.add_trusted_event("edge", attributes)
-            else:
-                root.add_event("edge", attributes)
+            self._edge(attributes, ("edge", source, name, step, namespace))
+
+    def _edge(self, attributes: dict[str, Any], key: tuple[Any, ...]) -> None:
+        """An ``edge`` event on the root; ``key`` fixes its attributes (for the exporter's
+        cache: edges repeat in every run of a graph)."""
+        root = self.root
+        if type(root) is LeanSpan:
+            root.add_trusted_event("edge", attributes, key)
+        else:
+            root.add_event("edge", attributes)
 
     def node_ended(self, span: Span, namespace: str, step: int, end_ns: int) -> None:
         """A node span that ended well waits for the checkpoint that stores its writes."""
         with self._lock:
-            self._waiting.append((span, namespace, step, end_ns))
+            waiting = self._waiting.get(namespace)
+            if waiting is None:
+                self._waiting[namespace] = [(span, step, end_ns)]
+            else:
+                waiting.append((span, step, end_ns))
 
     def on_checkpoint(self, namespace: str, checkpoint_id: str, step: int) -> None:
         """The saver stored a checkpoint: it holds the writes of every waiting node of
         that graph up to its step."""
+        if not self._waiting:
+            return
         with self._lock:
-            if not self._waiting:
+            waiting = self._waiting.get(namespace)
+            if not waiting or waiting[0][1] > step:
                 return
-            done = [w for w in self._waiting if w[1] == namespace and w[2] <= step]
-            if not done:
-                return
-            self._waiting = [w for w in self._waiting if not (w[1] == namespace and w[2] <= step)]
-        for span, _, _, end_ns in done:
+            if waiting[-1][1] <= step:
+                done = waiting
+                del self._waiting[namespace]
+            else:
+                done = [w for w in waiting if w[1] <= step]
+                self._waiting[namespace] = [w for w in waiting if w[1] > step]
+        for span, _, end_ns in done:
             if type(span) is LeanSpan:
                 span.set_trusted("interlock.checkpoint_id", checkpoint_id)
             else:
@@ -207,6 +222,7 @@ class Segment:
     def flush(self) -> None:
         """End the node spans no checkpoint came for (the segment ended first)."""
         with self._lock:
-            waiting, self._waiting = self._waiting, []
-        for span, _, _, end_ns in waiting:
-            span.end(end_ns)
+            waiting, self._waiting = self._waiting, {}
+        for spans in waiting.values():
+            for span, _, end_ns in spans:
+                span.end(end_ns)

@@ -127,15 +127,17 @@ def test_an_empty_batch_is_an_empty_request() -> None:
     assert ExportTraceServiceRequest.FromString(b"") == sdk_encode_spans([])
 
 
-def test_the_string_cache_stays_bounded() -> None:
+def test_the_caches_stay_bounded() -> None:
     provider, memory = memory_provider({"service.name": "interlock"})
     tracer = provider.get_tracer("t")
     for i in range(otlp._CACHE_LIMIT + 10):
-        with tracer.start_as_current_span("s", attributes={"id": f"value-{i}"}):
+        attributes = {"id": f"value-{i}", "n": i, "interlock.task_id": "t" * (i % 300)}
+        with tracer.start_as_current_span(f"s{i}", attributes=attributes):
             pass
     spans = memory.get_finished_spans()
     assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
-    assert len(otlp._string_pairs) <= otlp._CACHE_LIMIT
+    for cache in (otlp._string_pairs, otlp._int_pairs, otlp._heads, otlp._names):
+        assert len(cache) <= otlp._CACHE_LIMIT
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -210,6 +212,42 @@ def test_lean_spans_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPat
         node.end()
     spans = memory.get_finished_spans()
     assert len(spans) == 2
+    assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
+
+
+def test_lean_spans_on_the_fast_path_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual lean spans (no links, status, drops or trace state) take a path of their
+    own: roots with and without a remote parent, ids of every length as unique-valued
+    attributes, ints from the cache, and keyed events that repeat across runs."""
+    from opentelemetry import trace
+
+    from core.spans import HotTracer
+
+    provider, memory = memory_provider({"service.name": "interlock"})
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    tracer = HotTracer("interlock.runs")
+    for run, parent in enumerate([None, set_span_in_context(NonRecordingSpan(REMOTE)), None]):
+        with tracer.start_as_current_span(
+            "invoke_workflow g", context=parent, attributes={"interlock.run_id": f"run-{run}"}
+        ) as root:
+            for step, size in enumerate((0, 36, 127, 128, 300, 20_000), start=1):
+                node = tracer.start_child(
+                    f"node n{step}",
+                    {
+                        "interlock.node": f"n{step}",
+                        "interlock.step": step * 99,
+                        "interlock.task_id": "t" * size,
+                    },
+                )
+                edge = {"from": f"n{step - 1}", "to": f"n{step}", "interlock.step": step}
+                root.add_trusted_event("edge", edge, ("edge", f"n{step - 1}", f"n{step}", step))  # type: ignore[attr-defined]
+                node.set_trusted("interlock.checkpoint_id", f"cp-{run}-{step}")  # type: ignore[attr-defined]
+                node.set_trusted("flag", True if step % 2 else 1)  # type: ignore[attr-defined]
+                node.end()
+            root.set_attribute("interlock.run.status", "success")
+    spans = memory.get_finished_spans()
+    assert len(spans) == 21
+    assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
     assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
 
 

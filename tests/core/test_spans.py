@@ -11,6 +11,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import (
     Link,
@@ -184,7 +185,10 @@ def _node(tracer: HotTracer, trusted: bool) -> None:
             node.set_trusted(key, value) if trusted else node.set_attribute(key, value)  # type: ignore[attr-defined]
         for i in range(2):
             edge = {"from": "__start__", "to": "a", "interlock.step": i}
-            root.add_trusted_event("edge", edge) if trusted else root.add_event("edge", edge)  # type: ignore[attr-defined]
+            if trusted:  # the first without a key, the second with one
+                root.add_trusted_event("edge", edge, ("edge", i) if i else None)  # type: ignore[attr-defined]
+            else:
+                root.add_event("edge", edge)
         node.end()
 
 
@@ -213,3 +217,37 @@ def test_a_hot_child_outside_a_lean_span_is_an_ordinary_span(install: Callable[.
     span.end()
     [exported] = memory.get_finished_spans()
     assert exported.parent is None and exported.attributes["interlock.node"] == "a"
+
+
+def test_children_take_their_ids_from_the_providers_generator(install: Callable[..., Any]) -> None:
+    class Counting(IdGenerator):
+        def __init__(self) -> None:
+            self.next = 0x1000
+
+        def generate_span_id(self) -> int:
+            self.next += 1
+            return self.next
+
+        def generate_trace_id(self) -> int:
+            return 0xABC
+
+    _, memory = install(id_generator=Counting())
+    tracer = HotTracer("interlock.runs")
+    with tracer.start_as_current_span("root"):
+        tracer.start_child("node a", {"interlock.node": "a"}).end()
+    node, root = memory.get_finished_spans()
+    assert (root.get_span_context().trace_id, root.get_span_context().span_id) == (0xABC, 0x1001)
+    assert (node.get_span_context().trace_id, node.get_span_context().span_id) == (0xABC, 0x1002)
+    assert node.get_span_context().is_valid and not node.get_span_context().is_remote
+
+
+def test_a_child_context_is_what_span_context_would_make(install: Callable[..., Any]) -> None:
+    _, memory = install()
+    tracer = HotTracer("interlock.runs")
+    with tracer.start_as_current_span("root", context=set_span_in_context(NonRecordingSpan(REMOTE))):
+        tracer.start_child("node a", {"interlock.node": "a"}).end()
+    node, _ = memory.get_finished_spans()
+    made = node.get_span_context()
+    expected = SpanContext(made.trace_id, made.span_id, False, made.trace_flags, made.trace_state)
+    assert type(made) is SpanContext and made == expected
+    assert made.trace_id == REMOTE.trace_id and made.is_valid and 0 < made.span_id < 2**64
