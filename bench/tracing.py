@@ -588,6 +588,8 @@ def main() -> None:
     if args.child:
         child_main(args.child, args.worker_runs if args.runs is None else args.runs, count=args.count)
         return
+    if args.worker_rounds < 1:
+        parser.error("--worker-rounds must be at least 1: the CPU table and the drop check come from it")
     if args.instruction_runs and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         parser.error(
             "the instruction count needs valgrind (apt-get install valgrind), or --instruction-runs 0"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from random import getrandbits
 from time import time_ns
@@ -37,6 +37,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -214,9 +215,11 @@ class LeanSpan(trace.Span, ReadableSpan):
         included (``(name, value, …)`` with fixed keys): the exporter caches the event's
         encoding under it (:class:`LeanEvent`)."""
         limits = self._limits
+        limit = limits.max_event_attributes
         if (
             self._end_time is None
-            and _stored_as_given(len(attributes), limits.max_event_attributes, limits.max_attribute_length)
+            and limits.max_attribute_length is None  # _stored_as_given, inline
+            and (limit is None or len(attributes) <= limit)
             and (limits.max_events is None or len(self._events) < limits.max_events)
         ):
             if key is None:
@@ -365,7 +368,7 @@ class HotTracer:
             self._bind(provider)
         if not self._enabled:
             return trace.get_tracer(self.name).start_span(name, context, kind, attributes, links, start_time)
-        current = trace.get_current_span(context)
+        current = current_span() if context is None else trace.get_current_span(context)
         parent: SpanContext | None = current.get_span_context()
         if type(current) is LeanSpan and current._end_time is None and not links and parent is not None:
             # Under a recording lean span (a node under its segment's root): the parent's
@@ -380,8 +383,18 @@ class HotTracer:
             else:
                 trace_id = parent.trace_id
                 random_trace_id = bool(parent.trace_flags & _RANDOM_TRACE_ID)
-            sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-            flags = TraceFlags.SAMPLED if sampled.decision.is_sampled() else TraceFlags.DEFAULT
+            if self._sampler is DEFAULT_ON:
+                # The SDK's default sampler, ParentBased(ALWAYS_ON), decided here as it
+                # decides: a root is sampled, a child as its parent was, with the parent's
+                # trace state and the attributes as given.
+                is_sampled = parent is None or parent.trace_flags.sampled
+                recording, trace_state = is_sampled, parent.trace_state if parent is not None else None
+                given = attributes or {}
+            else:
+                sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+                is_sampled, recording = sampled.decision.is_sampled(), sampled.decision.is_recording()
+                trace_state, given = sampled.trace_state, sampled.attributes or {}
+            flags = TraceFlags.SAMPLED if is_sampled else TraceFlags.DEFAULT
             if random_trace_id:
                 flags |= _RANDOM_TRACE_ID
             span_context = SpanContext(
@@ -389,11 +402,10 @@ class HotTracer:
                 self._ids.generate_span_id(),
                 is_remote=False,
                 trace_flags=TraceFlags(flags),
-                trace_state=sampled.trace_state,
+                trace_state=trace_state,
             )
-            if not sampled.decision.is_recording():
+            if not recording:
                 return trace.NonRecordingSpan(span_context)
-            given = sampled.attributes or {}
         limits = self.limits
         if _stored_as_given(len(given), limits.max_span_attributes, limits.max_span_attribute_length) and all(
             type(v) in _PRIMITIVE for v in given.values()
@@ -440,7 +452,6 @@ class HotTracer:
                 return span
         return self.start_span(name, attributes=attributes)
 
-    @contextmanager
     def start_as_current_span(
         self,
         name: str,
@@ -450,15 +461,41 @@ class HotTracer:
         links: Sequence[Link] = (),
         record_exception: bool = True,
         set_status_on_exception: bool = True,
-    ) -> Iterator[trace.Span]:
-        span = self.start_span(name, context, kind, attributes, links)
-        with trace.use_span(
-            span,
-            end_on_exit=True,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
+    ) -> AbstractContextManager[trace.Span]:
+        return _Current(
+            self.start_span(name, context, kind, attributes, links), record_exception, set_status_on_exception
+        )
+
+
+class _Current(AbstractContextManager[trace.Span]):
+    """What ``trace.use_span(span, end_on_exit=True, …)`` does, as an object rather
+    than two generators: current inside the block; an ``Exception`` escaping it recorded
+    and setting the status (as asked); ended on the way out."""
+
+    __slots__ = ("record_exception", "set_status_on_exception", "span", "token")
+
+    def __init__(self, span: trace.Span, record_exception: bool, set_status_on_exception: bool) -> None:
+        self.span = span
+        self.record_exception = record_exception
+        self.set_status_on_exception = set_status_on_exception
+        self.token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self.token = activate(self.span)
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        span = self.span
+        deactivate(self.token)
+        try:
+            # As use_span: only Exception (not GeneratorExit, CancelledError…) is an error.
+            if isinstance(exc, Exception) and span.is_recording():
+                if self.record_exception:
+                    span.record_exception(exc)
+                if self.set_status_on_exception:
+                    span.set_status(Status(StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}"))
+        finally:
+            span.end()
 
 
 def activate(span: trace.Span) -> object:

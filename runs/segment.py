@@ -26,6 +26,7 @@ from core.tracing import CONVERSATION_ID, SESSION_ID, SPAN_KIND, checkpoint_list
 from runs.payload import RunPayload
 
 START, END = "__start__", "__end__"
+_FROM_START = (START,)
 
 current: contextvars.ContextVar[Segment | None] = contextvars.ContextVar("interlock_segment", default=None)
 """The segment the running task belongs to (set by the worker around graph execution)."""
@@ -83,7 +84,7 @@ class Segment:
         self._lock = threading.Lock()
         self._steps: dict[str, tuple[int, list[str]]] = {}
         """Per graph namespace: the latest step that started nodes, and those nodes."""
-        self._previous: dict[str, list[str]] = {}
+        self._previous: dict[str, Sequence[str]] = {}
         """Per graph namespace: the nodes of the step before it."""
         self._waiting: dict[str, list[tuple[Span, int, int]]] = {}
         """Per graph namespace, node spans that ended well, waiting for their checkpoint:
@@ -164,15 +165,15 @@ class Segment:
 
     def node_started(self, name: str, step: int, namespace: str) -> None:
         """Note the node and put an ``edge`` event per node of the step before it."""
+        sources: Sequence[str]
         with self._lock:
             latest = self._steps.get(namespace)
             if latest is None or step > latest[0]:
-                if latest is not None:
-                    self._previous[namespace] = latest[1]
+                sources = self._previous[namespace] = latest[1] if latest is not None else _FROM_START
                 self._steps[namespace] = (step, [name])
             else:
                 latest[1].append(name)
-            sources = self._previous.get(namespace) or [START]
+                sources = self._previous.get(namespace, _FROM_START)
         for source in sources:
             attributes: dict[str, Any] = {"from": source, "to": name, "interlock.step": step}
             if namespace:

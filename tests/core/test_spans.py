@@ -4,6 +4,7 @@ processors; and they nest with spans of any other tracer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,8 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 
@@ -251,3 +254,46 @@ def test_a_child_context_is_what_span_context_would_make(install: Callable[..., 
     expected = SpanContext(made.trace_id, made.span_id, False, made.trace_flags, made.trace_state)
     assert type(made) is SpanContext and made == expected
     assert made.trace_id == REMOTE.trace_id and made.is_valid and 0 < made.span_id < 2**64
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_the_default_sampler_decides_as_the_sdks(install: Callable[..., Any], sampled: bool) -> None:
+    """``ParentBased(ALWAYS_ON)`` (what a provider samples with unless told otherwise) is
+    decided without calling it: the same flags, trace state and recording as the SDK's."""
+    provider, memory = install()
+    parent = SpanContext(
+        REMOTE.trace_id,
+        REMOTE.span_id,
+        True,
+        TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+        TraceState([("vendor", "v1")]),
+    )
+    made = []
+    for tracer in (provider.get_tracer("interlock.runs"), HotTracer("interlock.runs")):
+        for context in (set_span_in_context(NonRecordingSpan(parent)), None):
+            span = tracer.start_span("root", context=context, attributes={"k": "v"})
+            span_context = span.get_span_context()
+            made.append((span.is_recording(), int(span_context.trace_flags), span_context.trace_state))
+            span.end()
+    assert made[:2] == made[2:]
+    assert made[0][0] is sampled and made[1][0] is True
+    exported = memory.get_finished_spans()
+    assert [dict(s.attributes) for s in exported] == [{"k": "v"}] * len(exported)
+
+
+@pytest.mark.parametrize("flags", [{}, {"record_exception": False}, {"set_status_on_exception": False}])
+def test_an_error_leaving_the_block_is_recorded_as_the_sdk_records_it(
+    install: Callable[..., Any], flags: dict[str, bool]
+) -> None:
+    provider, memory = install()
+    views = []
+    for tracer in (provider.get_tracer("interlock.runs"), HotTracer("interlock.runs")):
+        for error in (ValueError("boom"), asyncio.CancelledError()):
+            with pytest.raises(type(error)), tracer.start_as_current_span("node a", **flags):
+                raise error
+            assert trace.get_current_span() is trace.INVALID_SPAN
+        views.append([_view(s, {}) for s in memory.get_finished_spans()])
+        memory.clear()
+    sdk, lean = views
+    assert lean == sdk
+    assert len(sdk) == 2 and sdk[1]["events"] == [] and sdk[1]["status"][0] is StatusCode.UNSET
