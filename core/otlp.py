@@ -6,7 +6,9 @@ kind of machine, more than the span itself cost to record. Spans of one service 
 most of what they carry (the resource, the instrumentation scope, ``session.id`` and the
 other per-thread attributes, node names), so :func:`encode_spans` writes the wire format
 directly and keeps the bytes of repeated parts: the resource and scope of each batch
-once, a string attribute's ``KeyValue`` from a bounded cache.
+once, a string or int attribute's ``KeyValue`` and a keyed event's bytes from bounded
+caches (ids, which never repeat, stay out of them). The usual lean span (no links,
+status, drops or trace state) has a path of its own.
 
 The bytes are those of ``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans``
 for the same spans, field for field (``tests/core/test_otlp.py`` parses both and compares

@@ -16,6 +16,13 @@ other tracer nest under them as usual. A lean span started under a recording lea
 the sampler, as the default ``ParentBased`` sampler decides (and any sampler that goes
 by the trace id: the same for both). Without an SDK provider it hands out whatever the
 API's tracer does (no-op spans), so it costs nothing when tracing is off.
+
+Three shortcuts rest on how the OpenTelemetry packages are built, each checked at import
+and replaced by the public call when it does not hold: a child's ``SpanContext`` is made
+as the tuple it is (with ``RandomIdGenerator``'s draw), the SDK's default sampler
+``ParentBased(ALWAYS_ON)`` is decided here rather than called, and the current span is
+set and read on the default runtime context's variable. ``tests/core/test_spans.py`` holds
+each against the SDK's own behaviour.
 """
 
 from __future__ import annotations
