@@ -104,7 +104,13 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 _UNIQUE = frozenset(
-    {"interlock.task_id", "interlock.checkpoint_id", "interlock.run_id", "interlock.continues.trace_id"}
+    {
+        "interlock.task_id",
+        "interlock.checkpoint_id",
+        "interlock.run_id",
+        "interlock.continues.trace_id",
+        "interlock.continues.span_id",
+    }
 )
 """Keys whose string values (ids) hardly ever repeat: cached, they would only push out
 the values that do."""
