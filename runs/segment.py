@@ -12,6 +12,7 @@ the thread record, which the API reads anyway when it accepts a resume.
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import threading
 import time
@@ -88,7 +89,7 @@ class Segment:
         """Per graph namespace: the nodes of the step before it."""
         self._waiting: dict[str, list[tuple[Span, int, int]]] = {}
         """Per graph namespace, node spans that ended well, waiting for their checkpoint:
-        (span, step, end ns), in the order they ended (so by step: steps are barriers)."""
+        (span, step, end ns), by step."""
         self._tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
 
     # lifetime
@@ -195,8 +196,10 @@ class Segment:
             waiting = self._waiting.get(namespace)
             if waiting is None:
                 self._waiting[namespace] = [(span, step, end_ns)]
-            else:
+            elif waiting[-1][1] <= step:
                 waiting.append((span, step, end_ns))
+            else:  # never seen (a step's nodes end before the next step's start); kept sorted anyway
+                bisect.insort(waiting, (span, step, end_ns), key=lambda w: w[1])
 
     def on_checkpoint(self, namespace: str, checkpoint_id: str, step: int) -> None:
         """The saver stored a checkpoint: it holds the writes of every waiting node of

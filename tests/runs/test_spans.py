@@ -308,3 +308,33 @@ def test_payload_accepts_what_older_workers_wrote() -> None:
     # A queue entry written before segments were linked still validates.
     payload = RunPayload.model_validate({"graph_id": "g", "assistant_id": "a"})
     assert payload.continues is None
+
+
+def test_a_node_span_takes_the_checkpoint_of_its_graph_and_step() -> None:
+    """``Segment``'s bookkeeping alone: spans wait per graph namespace for the checkpoint
+    of their step (even one that ended out of order), and the rest end with the segment."""
+    from runs.segment import Segment
+    from tests.core.memory_spans import memory_provider
+
+    provider, memory = memory_provider()
+    tracer = provider.get_tracer("t")
+    segment = Segment(
+        tracer.start_span("root"), RunPayload(graph_id="g", assistant_id="a", input={}), "t1", attempt=1
+    )
+    for namespace, step, name in [
+        ("", 1, "a"),
+        ("sub:1", 1, "x"),
+        ("", 2, "b"),
+        ("", 3, "c"),
+        ("", 1, "late"),
+    ]:
+        segment.node_ended(tracer.start_span(name), namespace, step, 5)
+    segment.on_checkpoint("", "cp-1", 1)
+    segment.on_checkpoint("sub:1", "cp-x", 1)
+    segment.on_checkpoint("other", "cp-o", 9)  # nothing waits there
+    segment.on_checkpoint("", "cp-2", 2)
+    assert {s.name for s in memory.get_finished_spans()} == {"a", "late", "x", "b"}
+    segment.flush()
+    ids = {s.name: (s.attributes or {}).get("interlock.checkpoint_id") for s in memory.get_finished_spans()}
+    assert ids == {"a": "cp-1", "late": "cp-1", "x": "cp-x", "b": "cp-2", "c": None}
+    assert all(s.end_time == 5 for s in memory.get_finished_spans())
