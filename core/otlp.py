@@ -56,6 +56,16 @@ _KINDS = {kind: b"\x30" + _VARINTS[kind.value + 1] for kind in SpanKind}  # OTLP
 _STATUS_UNSET = b"\x7a\x00"
 
 _CACHE_LIMIT = 8192
+
+
+def _remember(cache: dict[Any, bytes], key: Any, value: bytes) -> bytes:
+    """Keep ``value`` under ``key`` in one of the bounded caches (emptied when full)."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 _string_pairs: dict[tuple[str, str], bytes] = {}
 """Length-prefixed ``KeyValue`` bytes of string attributes already seen (bounded:
 cleared when full)."""
@@ -121,10 +131,7 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 def _key(key: str) -> bytes:
-    if len(_keys) >= _CACHE_LIMIT:
-        _keys.clear()
-    prefix = _keys[key] = _field(b"\x0a", key.encode())
-    return prefix
+    return _remember(_keys, key, _field(b"\x0a", key.encode()))
 
 
 def _string_pair(key: str, value: str) -> bytes:
@@ -133,11 +140,7 @@ def _string_pair(key: str, value: str) -> bytes:
     encoded = value.encode()
     any_value = b"\x0a" + _varint(len(encoded)) + encoded
     pair = prefix + b"\x12" + _varint(len(any_value)) + any_value
-    pair = _varint(len(pair)) + pair
-    if len(_string_pairs) >= _CACHE_LIMIT:
-        _string_pairs.clear()
-    _string_pairs[(key, value)] = pair
-    return pair
+    return _remember(_string_pairs, (key, value), _varint(len(pair)) + pair)
 
 
 _heads: dict[tuple[str, int], bytes] = {}
@@ -149,11 +152,7 @@ def _head(key: str, size: int) -> bytes:
     prefix = _keys.get(key) or _key(key)
     any_head = b"\x0a" + _varint(size)
     head = prefix + b"\x12" + _varint(len(any_head) + size) + any_head
-    head = _varint(len(head) + size) + head
-    if len(_heads) >= _CACHE_LIMIT:
-        _heads.clear()
-    _heads[(key, size)] = head
-    return head
+    return _remember(_heads, (key, size), _varint(len(head) + size) + head)
 
 
 _int_pairs: dict[tuple[str, int], bytes] = {}
@@ -164,11 +163,7 @@ def _int_pair(key: str, value: int) -> bytes:
     prefix = _keys.get(key) or _key(key)
     any_value = b"\x18" + _varint(value & _MASK64)
     pair = prefix + b"\x12" + _VARINTS[len(any_value)] + any_value
-    pair = _varint(len(pair)) + pair
-    if len(_int_pairs) >= _CACHE_LIMIT:
-        _int_pairs.clear()
-    _int_pairs[(key, value)] = pair
-    return pair
+    return _remember(_int_pairs, (key, value), _varint(len(pair)) + pair)
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -213,10 +208,7 @@ def _event(event: Any) -> bytes:
     if type(event) is LeanEvent:
         rest = _lean_event_rests.get(event.key)
         if rest is None:
-            rest = _event_body(event.name, event._attributes, 0)
-            if len(_lean_event_rests) >= _CACHE_LIMIT:
-                _lean_event_rests.clear()
-            _lean_event_rests[event.key] = rest
+            rest = _remember(_lean_event_rests, event.key, _event_body(event.name, event._attributes, 0))
         size = len(rest) + 9
         if size < 128:
             return _event_head(0x5A, size, 0x09, event._timestamp) + rest
@@ -250,9 +242,7 @@ def _event_rest(event: Any) -> bytes:
     if rest is None:
         rest = _event_body(event.name, attributes, dropped)
         if key is not None:
-            if len(_event_rests) >= _CACHE_LIMIT:
-                _event_rests.clear()
-            _event_rests[key] = rest
+            _remember(_event_rests, key, rest)
     return rest
 
 
@@ -282,9 +272,7 @@ def _lean_span(span: LeanSpan) -> bytes:
     trace_id = context.trace_id
     name = _names.get(span._name)
     if name is None:
-        if len(_names) >= _CACHE_LIMIT:
-            _names.clear()
-        name = _names[span._name] = _field(b"\x2a", span._name.encode())
+        name = _remember(_names, span._name, _field(b"\x2a", span._name.encode()))
     events = span._events
     return b"".join(
         (

@@ -222,11 +222,9 @@ class LeanSpan(trace.Span, ReadableSpan):
         included (``(name, value, …)`` with fixed keys): the exporter caches the event's
         encoding under it (:class:`LeanEvent`)."""
         limits = self._limits
-        limit = limits.max_event_attributes
         if (
             self._end_time is None
-            and limits.max_attribute_length is None  # _stored_as_given, inline
-            and (limit is None or len(attributes) <= limit)
+            and _stored_as_given(len(attributes), limits.max_event_attributes, limits.max_attribute_length)
             and (limits.max_events is None or len(self._events) < limits.max_events)
         ):
             if key is None:

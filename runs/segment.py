@@ -29,6 +29,12 @@ from runs.payload import RunPayload
 START, END = "__start__", "__end__"
 _FROM_START = (START,)
 
+
+def _step_of(waiting: tuple[Span, int, int]) -> int:
+    """The step of a waiting node span (its sort key)."""
+    return waiting[1]
+
+
 current: contextvars.ContextVar[Segment | None] = contextvars.ContextVar("interlock_segment", default=None)
 """The segment the running task belongs to (set by the worker around graph execution)."""
 
@@ -199,7 +205,7 @@ class Segment:
             elif waiting[-1][1] <= step:
                 waiting.append((span, step, end_ns))
             else:  # never seen (a step's nodes end before the next step's start); kept sorted anyway
-                bisect.insort(waiting, (span, step, end_ns), key=lambda w: w[1])
+                bisect.insort(waiting, (span, step, end_ns), key=_step_of)
 
     def on_checkpoint(self, namespace: str, checkpoint_id: str, step: int) -> None:
         """The saver stored a checkpoint: it holds the writes of every waiting node of
@@ -208,14 +214,14 @@ class Segment:
             return
         with self._lock:
             waiting = self._waiting.get(namespace)
-            if not waiting or waiting[0][1] > step:
+            if not waiting:
                 return
-            if waiting[-1][1] <= step:
-                done = waiting
+            split = bisect.bisect_right(waiting, step, key=_step_of)  # kept sorted by step
+            done = waiting[:split]
+            if split == len(waiting):
                 del self._waiting[namespace]
             else:
-                done = [w for w in waiting if w[1] <= step]
-                self._waiting[namespace] = [w for w in waiting if w[1] > step]
+                del waiting[:split]
         for span, _, end_ns in done:
             if type(span) is LeanSpan:
                 span.set_trusted("interlock.checkpoint_id", checkpoint_id)
