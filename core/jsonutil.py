@@ -32,13 +32,19 @@ def _default(obj: Any) -> Any:
 
 def dumps(obj: Any) -> bytes:
     """JSON bytes. Text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``,
-    which JSON can spell but UTF-8 cannot hold) is refused as ``InvalidInput``."""
+    which JSON can spell but UTF-8 cannot hold) and integers beyond 64 bits (JSON has no
+    limit, orjson has) are refused as ``InvalidInput``."""
     try:
         return orjson.dumps(obj, default=_default, option=_OPTIONS)
     except orjson.JSONEncodeError as e:
         if "surrogates" in str(e):
             raise InvalidInput(
                 "the data holds a lone surrogate (\\ud800-\\udfff), which is not valid Unicode; send valid UTF-8 text"
+            ) from None
+        if "64-bit" in str(e):
+            raise InvalidInput(
+                "the data holds an integer outside -9223372036854775808..18446744073709551615 "
+                "(64 bits), which cannot be stored; send it as a string"
             ) from None
         raise
 

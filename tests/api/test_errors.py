@@ -190,3 +190,12 @@ async def test_text_that_is_not_unicode_is_422_and_writes_nothing(http: httpx.As
     body = b'{"metadata": {"name": "\\ud800"}}'
     r = await http.post("/threads", content=body, headers={"content-type": "application/json"})
     assert "surrogate" in expect_error(r, 422)
+
+
+async def test_an_integer_beyond_64_bits_is_422_and_writes_nothing(http: httpx.AsyncClient) -> None:
+    """JSON numbers have no size; the stored JSON (orjson) holds 64 bits (found by the fuzz test)."""
+    before = (await http.post("/threads/count", json={})).json()
+    body = b'{"metadata": {"n": -248062167430724911104}}'
+    r = await http.post("/threads", content=body, headers={"content-type": "application/json"})
+    assert "64 bits" in expect_error(r, 422)
+    assert (await http.post("/threads/count", json={})).json() == before
