@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import NewType
@@ -32,6 +33,20 @@ def is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+"""A Redis stream entry id, ``<ms>-<seq>`` (event, decision and audit entry ids)."""
+_U64 = 2**64 - 1
+
+
+def is_stream_id(value: str) -> bool:
+    """Whether ``value`` is a stream id Redis takes: both parts digits that fit 64 bits
+    (20 digits can exceed them, and Redis then refuses the command)."""
+    if not re.fullmatch(STREAM_ID, value):
+        return False
+    ms, _, seq = value.partition("-")
+    return int(ms) <= _U64 and int(seq) <= _U64
 
 
 def now_ms() -> int:

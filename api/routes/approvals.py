@@ -23,7 +23,7 @@ from api.routes.runs import run_view, submit_run
 from api.routes.threads import thread_view
 from api.schemas import MAX_OFFSET, RunCreate, iso, page_headers
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from core.ids import now_ms
+from core.ids import STREAM_ID, is_stream_id, now_ms
 from runs.engine import Engine
 
 router = APIRouter(tags=["approvals"])
@@ -278,10 +278,12 @@ async def approval_audit(
 async def export_audit(
     engine: EngineDep,
     principal: PrincipalDep,
-    after: str = Query("-", pattern=r"^(-|\d{1,20}-\d{1,20})$", description="an entry id: export after it"),
+    after: str = Query("-", pattern=f"^-$|{STREAM_ID}", description="an entry id: export after it"),
 ) -> StreamingResponse:
     """The tenant's whole approval audit trail as JSON lines, oldest first. Each line has
     an ``entry_id``; pass the last one as ``after`` to continue."""
+    if after != "-" and not is_stream_id(after):  # checked before the stream starts
+        raise InvalidInput(f"after={after!r} is not an audit entry id: its parts must fit 64 bits")
 
     async def lines() -> AsyncIterator[bytes]:
         cursor = after

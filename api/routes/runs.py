@@ -26,7 +26,7 @@ from api.routes.assistants import resolve_assistant_async, run_settings
 from api.routes.threads import delete_thread_and_checkpoints, get_thread_admin, require_thread
 from api.schemas import MAX_OFFSET, RunCreate, RunsCancel, iso
 from core.errors import Conflict, InvalidInput, NotFound
-from core.ids import new_id
+from core.ids import is_stream_id, new_id
 from core.tracing import CONVERSATION_ID, SESSION_ID
 from runs.engine import Engine
 from runs.payload import RunPayload, SegmentLink, StreamMode
@@ -489,4 +489,8 @@ async def join_stream(
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
 ) -> StreamingResponse:
     await _require_run(engine, thread_id, run_id, principal.tenant)
+    if last_event_id and not is_stream_id(last_event_id):
+        raise InvalidInput(
+            f"Last-Event-ID {last_event_id!r} is not an event id of this stream (<ms>-<seq>, as sent in 'id:')"
+        )
     return _stream_response(engine, thread_id, run_id, last_event_id or "0-0")

@@ -165,6 +165,25 @@ async def test_empty_resume_object_is_422(http: httpx.AsyncClient, client: LangG
 
 async def test_unknown_decision_is_404(http: httpx.AsyncClient) -> None:
     expect_error(await http.get("/decisions/1-0"), 404)
+    expect_error(await http.get("/decisions/0-20000000000000000000"), 404)  # beyond 64 bits
+
+
+async def test_stream_ids_beyond_64_bits_are_422(http: httpx.AsyncClient, client: LangGraphClient) -> None:
+    """20 digits fit the pattern but not Redis's 64 bits (found by the fuzz test: the audit
+    export's stream broke off after its headers)."""
+    huge = "0-20000000000000000000"
+    assert "64 bits" in expect_error(await http.get("/audit/export", params={"after": huge}), 422)
+    assert "64 bits" in expect_error(await http.get("/decisions", params={"before": huge}), 422)
+    assert (await http.get("/audit/export", params={"after": "18446744073709551615-0"})).status_code == 200
+    thread = await client.threads.create()
+    run = await client.runs.wait(
+        thread["thread_id"], "support_triage", input={"ticket": "Where is my order?", "customer_id": "c-001"}
+    )
+    assert run
+    [made] = await client.runs.list(thread["thread_id"])
+    path = f"/threads/{thread['thread_id']}/runs/{made['run_id']}/stream"
+    for bad in (huge, "not-an-id"):
+        assert "Last-Event-ID" in expect_error(await http.get(path, headers={"Last-Event-ID": bad}), 422)
 
 
 async def test_cancel_errors(http: httpx.AsyncClient, client: LangGraphClient) -> None:
