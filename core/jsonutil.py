@@ -43,8 +43,8 @@ def dumps(obj: Any) -> bytes:
             ) from None
         if "64-bit" in str(e):
             raise InvalidInput(
-                "the data holds an integer outside -9223372036854775808..18446744073709551615 "
-                "(64 bits), which cannot be stored; send it as a string"
+                "the data holds an integer beyond the 64-bit range (-9223372036854775808.."
+                "18446744073709551615), which cannot be stored; send it as a string"
             ) from None
         raise
 

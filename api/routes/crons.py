@@ -162,11 +162,9 @@ def _end_ms(end_time: datetime | None, now: int) -> int | None:
 
 
 def _check_storable(body: BaseModel) -> None:
-    """Refuse what JSON can carry but the store cannot write (integers beyond 64 bits)."""
-    try:
-        jsonutil.dumps(body.model_dump(mode="json"))
-    except TypeError as e:
-        raise InvalidInput(f"the body cannot be stored: {e}") from None
+    """Refuse what JSON can carry but the store cannot write (integers beyond 64 bits,
+    refused by ``jsonutil.dumps`` as ``InvalidInput``) before anything is written."""
+    jsonutil.dumps(body.model_dump(mode="json"))
 
 
 def _next_fire(schedule: Schedule, end: int | None, now: int) -> int | None:

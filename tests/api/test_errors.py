@@ -216,5 +216,5 @@ async def test_an_integer_beyond_64_bits_is_422_and_writes_nothing(http: httpx.A
     before = (await http.post("/threads/count", json={})).json()
     body = b'{"metadata": {"n": -248062167430724911104}}'
     r = await http.post("/threads", content=body, headers={"content-type": "application/json"})
-    assert "64 bits" in expect_error(r, 422)
+    assert "64-bit" in expect_error(r, 422)
     assert (await http.post("/threads/count", json={})).json() == before
