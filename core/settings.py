@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 
+    checkpoint_batch_ms: float = Field(default=5.0, ge=0, le=1000)
+    """Group commit of a run's checkpoints (``durability="async"``, the default): a step's
+    checkpoint and writes wait up to this long for the steps that follow, and go to Redis
+    with them in one atomic script; the run never waits for them until it ends. A crash
+    loses at most this much progress, which the run redoes on resume, as it redoes the
+    step in flight. ``0``: every write leaves at once, batched only while one is on its
+    way. ``durability="sync"`` runs wait for every write, whatever this says."""
+
     inline_sync_nodes: Literal["auto", "off"] = "auto"
     """``auto``: a plain-function node runs on the event loop once it has shown it is
     quick (8 runs in a row under 1 ms), and goes back to the thread pool for good the

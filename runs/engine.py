@@ -89,7 +89,10 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
     ):
         store = RunStore(client, prefix=settings.key_prefix)
         await store.setup()
-        saver = AsyncRedisSaver(client, prefix=settings.key_prefix)
+        # Written behind: the worker flushes a run's writes before it records the outcome.
+        saver = AsyncRedisSaver(
+            client, prefix=settings.key_prefix, write_behind_s=settings.checkpoint_batch_ms / 1000
+        )
         llm = await stack.enter_async_context(llm_client(settings))
         decisions = RedisDecisionLog(client, prefix=settings.key_prefix)
         approvals = ApprovalStore(

@@ -82,6 +82,12 @@ class EventSink:
         await self._task
 
 
+async def _flush(graph: CompiledGraph, thread_id: str) -> None:
+    saver = graph.checkpointer
+    if isinstance(saver, AsyncRedisSaver):
+        await saver.aflush(thread_id)
+
+
 def _event_name(mode: str, namespace: tuple[str, ...]) -> str:
     mode = "messages" if mode == "messages-tuple" else mode
     return f"{mode}|{'|'.join(namespace)}" if namespace else mode
@@ -351,8 +357,16 @@ class Worker:
             config = self._config(payload, thread_id, run_id)
             config["configurable"][FENCE_CONFIG_KEY] = [self.store.keys.fence(thread_id), token]
             resume = await self._resumes(graph, thread_config, run_id, token)
-            async with asyncio.timeout(self.run_timeout_s):
-                await self._stream(graph, payload, config, sink, resume=resume)
+            try:
+                async with asyncio.timeout(self.run_timeout_s):
+                    await self._stream(graph, payload, config, sink, resume=resume)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the run ends with its own error
+                    await _flush(graph, thread_id)
+                raise
+            # The saver writes behind (runs/engine.py): the run's writes are stored, or
+            # their failure raised, before anything reads or records them.
+            await _flush(graph, thread_id)
             snapshot = await graph.aget_state(thread_config)
         except (redis.ConnectionError, redis.TimeoutError, FencedOut):
             # Redis went away, or another worker owns the run now: not the run's fault, so

@@ -30,14 +30,22 @@ Why this shape:
 - Channel values are stored once per ``(namespace, channel, version)`` (like Postgres'
   ``checkpoint_blobs``): a checkpoint writes blobs only for the channels that changed
   (``new_versions``) and refers to the rest.
-- ``aput``, ``aput_writes`` and ``aget_tuple`` are one ``EVALSHA`` each. With
-  ``durability="async"`` (LangGraph's default, which does not wait for writes) a task's
-  writes are held for up to ``HOLD_WRITES_S`` and go in the same script as the checkpoint
-  that follows them: one round trip per step instead of two, and writes and checkpoint
-  can no longer reach Redis in the wrong order (langgraph#8039). Reads and deletions of a
-  thread send its held writes first. Both writes can be
-  fenced: with ``config["configurable"]["__interlock_fence__"] = [key, value]`` the script
-  first checks ``GET key == value`` and otherwise writes nothing (see :class:`FencedOut`).
+- Every write of a thread (checkpoints and tasks' writes) goes through the thread's
+  outbox: one ``EVALSHA`` of :data:`store.checkpoint_lua.WRITE` sends whatever has
+  gathered, and while it is on its way the next batch gathers. Writes reach Redis in the
+  order they were made and each batch is atomic, so what is stored is always a prefix of
+  what the graph wrote: a step's writes and the checkpoint that follows them can no longer
+  be reordered (langgraph#8039), and a fast graph costs one round trip per batch, not two
+  per step. With ``write_behind_s`` set (the worker's saver), a ``durability="async"`` write
+  returns once it is queued and waits up to that long for the writes that follow it
+  (group commit): LangGraph's loop, which chains each checkpoint behind the previous one,
+  no longer waits a round trip per step, a quick run's steps go to Redis in a batch or two,
+  and :meth:`AsyncRedisSaver.aflush` sends and waits for the thread's writes (and reports
+  their failure). Reads and deletions of a thread send and wait for the writes queued
+  before them. Writes can be fenced: with
+  ``config["configurable"]["__interlock_fence__"] = [key, value]`` the script first checks
+  ``GET key == value`` and otherwise writes nothing (see :class:`FencedOut`).
+  ``aget_tuple`` is one ``EVALSHA``.
 - Nothing is global: operations across threads (``alist`` without a thread,
   ``adelete_for_runs``) ``SCAN`` for ``P cp:{*}:i``. A global registry would live in
   another slot and cost every ``aput`` a second, non-atomic write.
@@ -77,7 +85,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import FENCE_CONFIG_KEY, FencedOut
 from core.redis import make_client
 from core.tracing import checkpoint_written
-from store.checkpoint_lua import DROP, LOAD, PUT, PUT_WITH_WRITES, PUT_WRITES, Lua
+from store.checkpoint_lua import DROP, LOAD, WRITE, Lua
 from store.keys import check_prefix, escape_glob, hash_tag
 
 # The fence travels in the run config (see core.errors.FENCE_CONFIG_KEY).
@@ -91,26 +99,61 @@ _KEEP_IDLE = 4
 
 _JSON_OPTS: Final = orjson.OPT_NON_STR_KEYS
 
-HOLD_WRITES_S = 0.005
-"""How long a task's writes (``durability="async"``) wait for the checkpoint that follows
-them, to go to Redis in the same script; past that (an interrupt, an error, a sibling task
-still running) they go alone. LangGraph does not wait for them in that mode."""
-
 _DURABILITY = "__pregel_durability"
 """Where LangGraph's loop puts the run's durability in the config of every saver call."""
 
 
-class _Held:
-    """Writes of one checkpoint (thread, namespace, checkpoint id) waiting to be sent."""
+class _Outbox:
+    """Writes of one thread by one owner (fence), in the order they were made: ``queued``
+    (ops for the ``WRITE`` script, not sent yet, the first since ``since``) resolve
+    ``queued_done``; the batch on its way resolves ``in_flight``. The sender waits on
+    ``wake`` for the batching window unless someone waits for the writes (``urgent``).
+    A failed batch makes the outbox refuse every later write (``failed``): a write after a
+    lost one could store a checkpoint whose parent's blobs are missing."""
 
-    __slots__ = ("args", "done", "fence", "thread_id", "timer")
+    __slots__ = (
+        "failed",
+        "fence",
+        "in_flight",
+        "keys",
+        "queued",
+        "queued_done",
+        "sender",
+        "since",
+        "thread_id",
+        "urgent",
+        "wake",
+    )
 
-    def __init__(self, thread_id: str, fence: tuple[bytes, bytes] | None, done: asyncio.Future[None]) -> None:
+    def __init__(self, thread_id: str, keys: ThreadKeys, fence: tuple[bytes, bytes] | None) -> None:
         self.thread_id = thread_id
+        self.keys = keys
         self.fence = fence
-        self.args: list[bytes] = []
-        self.done = done
-        self.timer: asyncio.TimerHandle | None = None
+        self.queued: list[bytes] = []
+        self.queued_done: asyncio.Future[None] | None = None
+        self.since = 0.0
+        self.in_flight: asyncio.Future[None] | None = None
+        self.sender: asyncio.Task[None] | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.urgent = False
+        self.failed: BaseException | None = None
+
+    def hurry(self) -> None:
+        """Send the queued writes now: someone waits for them."""
+        self.urgent = True
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+
+def _mark_read(future: asyncio.Future[None]) -> None:
+    """A batch's outcome may have no reader (write-behind): keep asyncio from logging it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class ThreadKeys(NamedTuple):
@@ -143,6 +186,13 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         prefix: Start of every key; must not contain ``{`` or ``}``.
         serde: Serializer for checkpoints, channel values and writes; LangGraph's
             ``JsonPlusSerializer`` by default.
+        write_behind_s: When set, ``aput``/``aput_writes`` with ``durability="async"``
+            return once the write is queued, and it goes to Redis within this many
+            seconds (``0``: at once) with whatever else the thread wrote meanwhile;
+            whoever runs the graph then calls :meth:`aflush` for the thread, which sends
+            and waits for its writes and raises what failed (a failure also makes every
+            later write of the thread raise until then). ``None`` (the default): every
+            write returns once stored, as LangGraph expects.
 
     Example:
         ```python
@@ -158,6 +208,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         *,
         prefix: str = "il:",
         serde: SerializerProtocol | None = None,
+        write_behind_s: float | None = None,
     ) -> None:
         super().__init__(serde=serde)
         self.client = client
@@ -171,9 +222,10 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             else getattr(client, "connection_pool", None)
         )
         self._idle: list[AbstractConnection] = []
-        self._held: dict[tuple[str, str, str], _Held] = {}
-        self._sending: dict[asyncio.Task[None], str] = {}
-        """Held writes on their way to Redis, by thread."""
+        if write_behind_s is not None and write_behind_s < 0:
+            raise ValueError(f"write_behind_s must be >= 0 or None, not {write_behind_s}")
+        self.write_behind_s = write_behind_s
+        self._outboxes: dict[tuple[str, tuple[bytes, bytes] | None], _Outbox] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -259,8 +311,8 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             await self._pool.release(conn)
 
     async def aclose(self) -> None:
-        """Store held writes, then return the connections this saver holds to the client's
-        pool (the client stays open)."""
+        """Wait for the queued writes, then return the connections this saver holds to the
+        client's pool (the client stays open)."""
         await self._settle()
         while self._idle and self._pool is not None:
             await self._pool.release(self._idle.pop())
@@ -285,17 +337,17 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Store a checkpoint and the blobs of its changed channels in one script, with
-        the writes held for its parent checkpoint (see ``aput_writes``).
+        """Store a checkpoint and the blobs of its changed channels, in the thread's next
+        batch (see the module docstring).
 
         Raises:
-            FencedOut: the config carries a fence that no longer holds; nothing was written.
+            FencedOut: the config carries a fence that no longer holds; nothing of the
+                batch was written.
         """
         configurable = config["configurable"]
         thread_id: str = configurable["thread_id"]
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id = checkpoint["id"]
-        keys = self.thread_keys(thread_id)
         dumps = self.serde.dumps_typed
 
         doc: dict[str, Any] = checkpoint.copy()  # type: ignore[assignment]
@@ -313,30 +365,15 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         )
         refs = "\1".join([f"{ch}\0{ver}" for ch, ver in checkpoint["channel_versions"].items()]).encode()
         ns_b = ns.encode() + b"\0"
-        args = [b"", ns_b + checkpoint_id.encode(), record, refs]
+        op = [b"c", str(len(new_versions)).encode(), ns_b + checkpoint_id.encode(), record, refs]
         for ch, ver in new_versions.items():
-            args.append(ns_b + f"{ch}\0{ver}".encode())
+            op.append(ns_b + f"{ch}\0{ver}".encode())
             if ch in values:
                 type_, data = dumps(values[ch])
-                args.append(type_.encode() + b"\0" + data)
+                op.append(type_.encode() + b"\0" + data)
             else:
-                args.append(b"")
-
-        fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
-        parent = configurable.get("checkpoint_id")
-        held = self._held.pop((thread_id, ns, parent), None) if self._held and parent else None
-        if held is not None and held.fence != fence:
-            self._send_soon(held)  # not the same owner: never combine their writes
-            held = None
-        if held is not None:
-            ok = await self._put_with_writes(held, keys, fence, args)
-        elif fence is None:
-            ok = await self._eval(PUT, keys[:4], args)
-        else:
-            args[0] = fence[1]
-            ok = await self._eval(PUT, (*keys[:4], fence[0]), args)
-        if not ok:
-            raise self._fenced_out(fence, thread_id)
+                op.append(b"")
+        await self._write(configurable, thread_id, op)
         checkpoint_written(ns, checkpoint_id, int(metadata.get("step", -1)))
         return {
             "configurable": {
@@ -353,15 +390,14 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's writes in one script; with ``durability="async"``, in the
-        script of the checkpoint that follows them when it comes within ``HOLD_WRITES_S``.
-        Returns once they are stored either way.
+        """Store a task's writes, in the thread's next batch.
 
         A regular write never replaces an existing ``(task_id, idx)``; special writes
         (``ERROR``, ``INTERRUPT``, … with negative indexes) do.
 
         Raises:
-            FencedOut: the config carries a fence that no longer holds; nothing was written.
+            FencedOut: the config carries a fence that no longer holds; nothing of the
+                batch was written.
         """
         if not writes:
             return
@@ -372,121 +408,119 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         dumps = self.serde.dumps_typed
 
         field_head = f"{ns}\0{checkpoint_id}\0{task_id}\0"
-        args = [b""]
+        op = [b"w", str(len(writes)).encode()]
         for idx, (channel, value) in enumerate(writes):
             special = WRITES_IDX_MAP.get(channel)
             i = idx if special is None else special
             type_, data = dumps(value)
-            args.append(f"{field_head}{i}".encode())
-            args.append(f"{task_id}\0{i}\0{task_path}\0{channel}\0{type_}\0".encode() + data)
-            args.append(b"0" if special is None else b"1")
+            op.append(f"{field_head}{i}".encode())
+            op.append(f"{task_id}\0{i}\0{task_path}\0{channel}\0{type_}\0".encode() + data)
+            op.append(b"0" if special is None else b"1")
+        await self._write(configurable, thread_id, op)
 
+    # --- the outbox: a thread's writes, in order, batched ------------------------------------
+
+    async def _write(self, configurable: dict[str, Any], thread_id: str, op: list[bytes]) -> None:
+        """Queue ``op`` in the thread's outbox; wait until it is stored unless it may be
+        written behind (see ``write_behind``)."""
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
-        if configurable.get(_DURABILITY) == "async":
-            await self._hold(thread_id, ns, checkpoint_id, fence, args)
-            return
-        await self._send_writes(thread_id, fence, args)
-
-    async def _send_writes(
-        self, thread_id: str, fence: tuple[bytes, bytes] | None, args: list[bytes]
-    ) -> None:
-        keys = self.thread_keys(thread_id)
-        if fence is None:
-            ok = await self._eval(PUT_WRITES, keys[4:], args)
-        else:
-            args[0] = fence[1]
-            ok = await self._eval(PUT_WRITES, (*keys[4:], fence[0]), args)
-        if not ok:
-            raise self._fenced_out(fence, thread_id)
-
-    # --- writes that travel with the next checkpoint ----------------------------------------
-
-    async def _hold(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str,
-        fence: tuple[bytes, bytes] | None,
-        args: list[bytes],
-    ) -> None:
-        """Keep a task's writes until the checkpoint that follows them (``aput`` with this
-        checkpoint as parent) takes them along, or ``HOLD_WRITES_S`` passes; return when
-        they are stored. Writes of parallel tasks of one step gather in one batch."""
-        key = (thread_id, ns, checkpoint_id)
-        held = self._held.get(key)
-        if held is not None and held.fence != fence:
-            self._send_soon(self._held.pop(key))
-            held = None
-        if held is None:
+        key = (thread_id, fence)
+        box = self._outboxes.get(key)
+        if box is None:
+            box = self._outboxes[key] = _Outbox(thread_id, self.thread_keys(thread_id), fence)
+        elif box.failed is not None:
+            raise box.failed
+        if box.queued_done is None:
             loop = asyncio.get_running_loop()
-            held = _Held(thread_id, fence, loop.create_future())
-            # A caller cancelled while waiting leaves the outcome unread: mark it read.
-            held.done.add_done_callback(lambda f: f.cancelled() or f.exception())
-            held.timer = loop.call_later(HOLD_WRITES_S, self._release, key, held)
-            self._held[key] = held
-        held.args.extend(args[1:])
-        await asyncio.shield(held.done)
+            box.queued_done = loop.create_future()
+            box.queued_done.add_done_callback(_mark_read)
+            box.since = loop.time()
+        box.queued += op
+        done = box.queued_done
+        behind = self.write_behind_s is not None and configurable.get(_DURABILITY) == "async"
+        if not behind:
+            box.hurry()
+        if box.sender is None:
+            box.sender = asyncio.create_task(self._send(key, box))
+        if not behind:
+            # Shielded: a caller cancelled while waiting must not cancel the batch's outcome
+            # for the other writes in it.
+            await asyncio.shield(done)
 
-    def _release(self, key: tuple[str, str, str], held: _Held) -> None:
-        """The hold expired: send the writes alone."""
-        if self._held.get(key) is held:
-            del self._held[key]
-            self._send_soon(held)
-
-    def _send_soon(self, held: _Held) -> None:
-        if held.timer is not None:
-            held.timer.cancel()
-        task = asyncio.create_task(self._send_held(held))
-        self._sending[task] = held.thread_id
-        task.add_done_callback(lambda t: self._sending.pop(t, None))
-
-    async def _send_held(self, held: _Held) -> None:
+    async def _send(self, key: tuple[str, tuple[bytes, bytes] | None], box: _Outbox) -> None:
+        """Send the outbox's queued writes, batch after batch, until none are left; a
+        batch leaves once its first write has waited ``write_behind_s``, or when hurried."""
+        fence = box.fence
+        keys: Sequence[bytes] = box.keys if fence is None else (*box.keys, fence[0])
+        loop = asyncio.get_running_loop()
+        window = self.write_behind_s or 0.0
         try:
-            await self._send_writes(held.thread_id, held.fence, [b"", *held.args])
-        except BaseException as e:
-            if not held.done.done():
-                held.done.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
-        else:
-            if not held.done.done():
-                held.done.set_result(None)
-
-    async def _put_with_writes(
-        self, held: _Held, keys: ThreadKeys, fence: tuple[bytes, bytes] | None, args: list[bytes]
-    ) -> bool:
-        """Store the held writes of the parent checkpoint and the new checkpoint (``args``
-        as for ``PUT``) in one script; the writes' waiters learn the outcome too."""
-        if held.timer is not None:
-            held.timer.cancel()
-        combined = [args[0], str(len(held.args) // 3).encode(), *held.args, *args[1:]]
-        try:
-            if fence is None:
-                ok = await self._eval(PUT_WITH_WRITES, keys, combined)
-            else:
-                combined[0] = fence[1]
-                ok = await self._eval(PUT_WITH_WRITES, (*keys, fence[0]), combined)
-        except BaseException as e:
-            if not held.done.done():
-                held.done.set_exception(e)
-            raise
-        if not held.done.done():
-            if ok:
-                held.done.set_result(None)
-            else:
-                held.done.set_exception(self._fenced_out(fence, held.thread_id))
-        return bool(ok)
+            while box.queued:
+                delay = box.since + window - loop.time()
+                if delay > 0 and not box.urgent:
+                    box.wake = loop.create_future()
+                    timer = loop.call_later(delay, _wake, box.wake)
+                    try:
+                        await box.wake
+                    finally:
+                        timer.cancel()
+                        box.wake = None
+                box.urgent = False
+                args, box.queued = box.queued, []
+                done, box.queued_done = cast(asyncio.Future[None], box.queued_done), None
+                box.in_flight = done
+                try:
+                    if not await self._eval(WRITE, keys, [b"" if fence is None else fence[1], *args]):
+                        raise self._fenced_out(fence, box.thread_id)
+                except BaseException as e:
+                    box.failed = e
+                    for pending in (done, box.queued_done):
+                        if pending is not None and not pending.done():
+                            pending.set_exception(e)
+                    box.queued, box.queued_done = [], None
+                    if not isinstance(e, Exception):
+                        raise
+                    return
+                if not done.done():
+                    done.set_result(None)
+        finally:
+            box.sender = box.in_flight = None
+            # Written behind, a failure stays on record for ``aflush``; otherwise its
+            # writers have it already.
+            if (box.failed is None or self.write_behind_s is None) and self._outboxes.get(key) is box:
+                del self._outboxes[key]
 
     async def _settle(self, thread_id: str | None = None) -> None:
-        """Send the writes held for ``thread_id`` (None: every thread) now and wait until
-        they are stored: a read or a deletion must see, or remove, what came before it."""
-        if not self._held and not self._sending:
+        """Send the writes queued so far for ``thread_id`` (None: every thread) and wait
+        until they are stored or failed: a read or a deletion must see, or remove, what
+        came before it."""
+        if not self._outboxes:
             return
-        for key in [k for k in self._held if thread_id is None or k[0] == thread_id]:
-            self._send_soon(self._held.pop(key))
-        tasks = [t for t, t_id in self._sending.items() if thread_id is None or t_id == thread_id]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        waits = []
+        for (t_id, _), box in self._outboxes.items():
+            if thread_id is None or t_id == thread_id:
+                box.hurry()
+                waits += [f for f in (box.in_flight, box.queued_done) if f is not None]
+        if waits:
+            await asyncio.wait(waits)
+
+    async def aflush(self, thread_id: str) -> None:
+        """Wait until every write queued for ``thread_id`` is stored, and forget the
+        thread's outboxes.
+
+        Raises:
+            FencedOut, redis.ConnectionError, …: the first failure of a write of the
+                thread since the last ``aflush`` (nothing after it was written).
+        """
+        await self._settle(thread_id)
+        failed = None
+        for key in [k for k in self._outboxes if k[0] == thread_id]:
+            box = self._outboxes[key]
+            if box.sender is None:
+                del self._outboxes[key]
+                failed = failed or box.failed
+        if failed is not None:
+            raise failed
 
     def _fenced_out(self, fence: tuple[bytes, bytes] | None, thread_id: str) -> FencedOut:
         key, expected = (f.decode(errors="replace") for f in fence or (b"", b""))

@@ -29,12 +29,16 @@ class Lua:
 
 
 # Shared helpers. Lua's unpack() fails past ~8000 values, hence the 1000-value chunks.
-LUA_HELPERS = r"""
+CHUNKED = r"""
 local function chunked(cmd, key, list)
   for s = 1, #list, 1000 do
     redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
   end
 end
+"""
+LUA_HELPERS = (
+    CHUNKED
+    + r"""
 local function hmget(key, fields)
   if #fields <= 1000 then return redis.call('HMGET', key, unpack(fields)) end
   local out = {}
@@ -57,50 +61,6 @@ local function blob_fields(pre, refs, out)
   end
 end
 local function ns_prefix(f) return string.sub(f, 1, string.find(f, '\0', 1, true)) end
-"""
-
-# KEYS: index, records, refs, blobs [, fence]
-# ARGV: fence value, field, record, refs, blob field/value pairs…
-PUT = Lua(
-    r"""
-if KEYS[5] and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[1], 0, ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-if #ARGV > 4 then
-  if #ARGV <= 1004 then redis.call('HSET', KEYS[4], unpack(ARGV, 5)) else
-    for s = 5, #ARGV, 1000 do redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 999, #ARGV))) end
-  end
-end
-return 1
-"""
-)
-
-# Stores (field, value, overwrite "1"/"0") write triples ARGV[first..last] in the writes
-# hash `writes`, indexing each new field in `ids`: a regular write never replaces one that
-# is there (HSETNX), a special one (error, interrupt…) does.
-WRITE_TRIPLES = r"""
-local function put_writes(ids, writes, first, last)
-  for k = first, last, 3 do
-    local added
-    if ARGV[k + 2] == '1' then
-      added = redis.call('HSET', writes, ARGV[k], ARGV[k + 1])
-    else
-      added = redis.call('HSETNX', writes, ARGV[k], ARGV[k + 1])
-    end
-    if added == 1 then redis.call('ZADD', ids, 0, ARGV[k]) end
-  end
-end
-"""
-
-# KEYS: write_ids, writes [, fence]
-# ARGV: fence value, then (field, value, overwrite "1"/"0") triples
-PUT_WRITES = Lua(
-    WRITE_TRIPLES
-    + r"""
-if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-put_writes(KEYS[1], KEYS[2], 2, #ARGV)
-return 1
 """
 )
 
@@ -189,24 +149,58 @@ return #drop
 """
 )
 
-# KEYS: index, records, refs, blobs, write_ids, writes [, fence]
-# ARGV: fence value, n, then n (field, value, overwrite "1"/"0") write triples of the
-# parent checkpoint, then field, record, refs, blob field/value pairs… of the new one.
-# A step's writes and the checkpoint that follows them, in one atomic step: they can
-# neither be reordered (langgraph#8039) nor half-written.
-PUT_WITH_WRITES = Lua(
-    WRITE_TRIPLES
+# Stores (field, value, overwrite "1"/"0") write triples ARGV[first..last] in the writes
+# hash `writes`, indexing each new field in `ids`: a regular write never replaces one that
+# is there (HSETNX), a special one (error, interrupt…) does.
+WRITE_TRIPLES = r"""
+local function put_writes(ids, writes, first, last)
+  for k = first, last, 3 do
+    local added
+    if ARGV[k + 2] == '1' then
+      added = redis.call('HSET', writes, ARGV[k], ARGV[k + 1])
+    else
+      added = redis.call('HSETNX', writes, ARGV[k], ARGV[k + 1])
+    end
+    if added == 1 then redis.call('ZADD', ids, 0, ARGV[k]) end
+  end
+end
+"""
+
+# KEYS: the six thread keys [, fence]
+# ARGV: fence value, then ops, in the order they were made:
+#   'w', n, n (field, value, overwrite "1"/"0") write triples: a task's writes;
+#   'c', n, field, record, refs, n blob field/value pairs: a checkpoint.
+# One atomic step, fenced as a whole: writes and the checkpoints after them can neither be
+# reordered (langgraph#8039) nor half-written. The checkpoints' fields are gathered into one
+# command per key (a field given twice keeps its last value, as separate commands would).
+WRITE = Lua(
+    CHUNKED
+    + WRITE_TRIPLES
     + r"""
 if KEYS[7] and redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
-local last = 2 + 3 * tonumber(ARGV[2])
-put_writes(KEYS[5], KEYS[6], 3, last)
-local f = last + 1
-redis.call('ZADD', KEYS[1], 0, ARGV[f])
-redis.call('HSET', KEYS[2], ARGV[f], ARGV[f + 1])
-redis.call('HSET', KEYS[3], ARGV[f], ARGV[f + 2])
-for s = f + 3, #ARGV, 1000 do
-  redis.call('HSET', KEYS[4], unpack(ARGV, s, math.min(s + 999, #ARGV)))
+local index, records, refs, blobs = {}, {}, {}, {}
+local k = 2
+while k <= #ARGV do
+  local n = tonumber(ARGV[k + 1])
+  if ARGV[k] == 'w' then
+    put_writes(KEYS[5], KEYS[6], k + 2, k + 1 + 3 * n)
+    k = k + 2 + 3 * n
+  else
+    local f = ARGV[k + 2]
+    index[#index + 1] = 0
+    index[#index + 1] = f
+    records[#records + 1] = f
+    records[#records + 1] = ARGV[k + 3]
+    refs[#refs + 1] = f
+    refs[#refs + 1] = ARGV[k + 4]
+    for s = k + 5, k + 4 + 2 * n do blobs[#blobs + 1] = ARGV[s] end
+    k = k + 5 + 2 * n
+  end
 end
+chunked('ZADD', KEYS[1], index)
+chunked('HSET', KEYS[2], records)
+chunked('HSET', KEYS[3], refs)
+chunked('HSET', KEYS[4], blobs)
 return 1
 """
 )

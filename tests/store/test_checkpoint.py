@@ -21,11 +21,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 from redis.crc import key_slot
 
-import store.checkpoint as checkpoint_module
 from core.errors import Conflict
 from core.redis import make_client
 from store.checkpoint import FENCE_CONFIG_KEY, AsyncRedisSaver, FencedOut
-from store.checkpoint_lua import PUT, PUT_WITH_WRITES, PUT_WRITES, Lua
+from store.checkpoint_lua import WRITE, Lua
 from store.keys import hash_tag
 
 
@@ -515,64 +514,163 @@ async def writes_by_step(graph: Any, config: RunnableConfig) -> list[tuple[int, 
     return sorted(found)
 
 
-async def test_async_durability_sends_each_steps_writes_with_its_checkpoint(
-    saver: AsyncRedisSaver, round_trips: list[bytes], monkeypatch: pytest.MonkeyPatch
+@contextlib.contextmanager
+def gated_first_batch(saver: AsyncRedisSaver) -> Iterator[asyncio.Event]:
+    """Hold the saver's first ``WRITE`` batch back until the yielded event is set, so that
+    everything written meanwhile gathers behind it, whatever the machine's speed."""
+    gate = asyncio.Event()
+    original = saver._eval
+    first = True
+
+    async def gated(script: Lua, keys: Any, args: Any) -> Any:
+        nonlocal first
+        if script is WRITE and first:
+            first = False
+            await gate.wait()
+        return await original(script, keys, args)
+
+    saver._eval = gated  # type: ignore[method-assign]
+    try:
+        yield gate
+    finally:
+        del saver._eval
+
+
+async def test_written_behind_a_run_costs_one_batch_while_one_is_on_its_way(
+    redis_client: aredis.Redis, key_prefix: str, round_trips: list[bytes]
 ) -> None:
-    # A long hold makes the pairing independent of the machine's speed: only a checkpoint
-    # that follows can have sent the writes this quickly.
-    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=0)
     ours = fan_out_graph().compile(checkpointer=saver)
     reference = fan_out_graph().compile(checkpointer=InMemorySaver())
     config = thread_config(str(uuid.uuid4()))
-    await ours.ainvoke({"seen": []}, thread_config(str(uuid.uuid4())), durability="async")  # loads scripts
+    warm = thread_config(str(uuid.uuid4()))
+    await ours.ainvoke({"seen": []}, warm, durability="async")  # loads the script
+    await saver.aflush(warm["configurable"]["thread_id"])
     round_trips.clear()
-    out = await ours.ainvoke({"seen": []}, config, durability="async")
-    assert sorted(out["seen"]) == ["a", "b", "c"]
-    # Four checkpoints (input, after START, after a+b, after c): the first alone, each of
-    # the others with the writes of the step before it, a's and b's in one batch.
-    assert (shas(round_trips, PUT), shas(round_trips, PUT_WITH_WRITES), shas(round_trips, PUT_WRITES)) == (
-        1,
-        3,
-        0,
-    )
+    with gated_first_batch(saver) as gate:
+        # Returns with its writes queued, none stored: the first batch is held back.
+        out = await ours.ainvoke({"seen": []}, config, durability="async")
+        assert sorted(out["seen"]) == ["a", "b", "c"]
+        assert shas(round_trips, WRITE) == 0
+        assert await AsyncRedisSaver(redis_client, prefix=key_prefix).aget_tuple(config) is None
+        gate.set()
+        await saver.aflush(config["configurable"]["thread_id"])
+    # Four checkpoints (input, after START, after a+b, after c) and the writes of three
+    # steps: the first write alone, all the rest in the batch that gathered behind it.
+    assert shas(round_trips, WRITE) == 2
     await reference.ainvoke({"seen": []}, config, durability="async")
     assert await writes_by_step(ours, config) == await writes_by_step(reference, config)
+    fresh = fan_out_graph().compile(checkpointer=AsyncRedisSaver(redis_client, prefix=key_prefix))
+    assert (await fresh.aget_state(config)).values == (await reference.aget_state(config)).values
 
 
-async def test_held_writes_are_sent_at_once_for_a_read_and_alone_when_nothing_follows(
-    saver: AsyncRedisSaver, round_trips: list[bytes], monkeypatch: pytest.MonkeyPatch
+async def test_a_batching_window_sends_a_quick_run_in_one_batch(
+    redis_client: aredis.Redis, key_prefix: str, round_trips: list[bytes]
 ) -> None:
-    stored = await saver.aput(
-        thread_config("held", checkpoint_ns=""), checkpoint({"a": 1}, {"a": "1"}), {}, {}
-    )
-    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
-    writing = asyncio.create_task(saver.aput_writes(async_writes(stored), [("a", 2)], "task-1"))
-    await asyncio.sleep(0.01)
-    assert not writing.done()  # held: waiting for a checkpoint
-    read = await saver.aget_tuple(stored)  # a read sends them first
-    assert read is not None and [w[1:] for w in read.pending_writes or []] == [("a", 2)]
-    await asyncio.wait_for(writing, 1)
-
-    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 0.001)
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=30.0)
+    graph = linear_graph(nodes=5).compile(checkpointer=saver)
+    warm = thread_config(str(uuid.uuid4()))
+    await graph.ainvoke({"text": "", "n": 0}, warm, durability="async")
+    await saver.aflush(warm["configurable"]["thread_id"])  # loads the script
+    config = thread_config(str(uuid.uuid4()))
     round_trips.clear()
-    await saver.aput_writes(async_writes(stored), [("b", 3)], "task-2")  # nothing follows
-    assert shas(round_trips, PUT_WRITES) == 1
-    fresh = AsyncRedisSaver(saver.client, prefix=saver.prefix)
-    read = await fresh.aget_tuple(stored)
-    assert read is not None and sorted(w[1:] for w in read.pending_writes or []) == [("a", 2), ("b", 3)]
+    assert (await graph.ainvoke({"text": "", "n": 0}, config, durability="async"))["n"] == 5
+    assert shas(round_trips, WRITE) == 0  # everything waits in the window
+    await saver.aflush(config["configurable"]["thread_id"])  # which a flush cuts short
+    assert shas(round_trips, WRITE) == 1
+    history = [s async for s in graph.aget_state_history(config)]
+    assert [s.metadata["step"] for s in history if s.metadata] == [5, 4, 3, 2, 1, 0, -1]
 
 
-async def test_a_stale_fence_rejects_held_writes_and_their_checkpoint(
-    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+async def test_progress_is_stored_within_the_window_while_a_step_runs(
+    redis_client: aredis.Redis, key_prefix: str
 ) -> None:
-    monkeypatch.setattr(checkpoint_module, "HOLD_WRITES_S", 30.0)
-    fence_key, _, same = await fenced_checkpoint(saver, redis_client, key_prefix, "fenced-held")
+    started = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow(state: State) -> dict[str, Any]:
+        started.set()
+        await finish.wait()
+        return {"n": state["n"] + 1}
+
+    builder = StateGraph(State)
+    builder.add_node("quick", lambda s: {"n": s["n"] + 1})
+    builder.add_node("slow", slow)
+    builder.add_edge(START, "quick")
+    builder.add_edge("quick", "slow")
+    builder.add_edge("slow", END)
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=0.05)
+    graph = builder.compile(checkpointer=saver)
+    config = thread_config(str(uuid.uuid4()))
+    run = asyncio.create_task(graph.ainvoke({"text": "", "n": 0}, config, durability="async"))
+    await started.wait()
+    other = builder.compile(checkpointer=AsyncRedisSaver(redis_client, prefix=key_prefix))  # another process
+    for _ in range(100):  # the window is 50 ms; the slow step takes as long as the test wants
+        state = await other.aget_state(config)
+        if state.values.get("n") == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert state.values == {"text": "", "n": 1} and state.next == ("slow",)
+    finish.set()
+    assert (await run)["n"] == 2
+    await saver.aflush(config["configurable"]["thread_id"])
+    assert (await other.aget_state(config)).values["n"] == 2
+
+
+async def test_without_write_behind_every_write_returns_once_stored(
+    saver: AsyncRedisSaver, redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    graph = fan_out_graph().compile(checkpointer=saver)
+    config = thread_config(str(uuid.uuid4()))
+    out = await graph.ainvoke({"seen": []}, config, durability="async")
+    # Nothing flushed it, yet another saver (another process) sees the final state.
+    fresh = fan_out_graph().compile(checkpointer=AsyncRedisSaver(redis_client, prefix=key_prefix))
+    assert (await fresh.aget_state(config)).values == out
+    assert saver._outboxes == {}
+
+
+async def test_a_read_waits_for_the_writes_queued_before_it(
+    redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=0)
+    stored = await saver.aput(
+        thread_config("queued", checkpoint_ns=""), checkpoint({"a": 1}, {"a": "1"}), {}, {}
+    )
+    with gated_first_batch(saver) as gate:
+        await saver.aput_writes(async_writes(stored), [("a", 2)], "task-1")  # queued, not stored
+        reading = asyncio.create_task(saver.aget_tuple(stored))
+        await asyncio.sleep(0.05)
+        assert not reading.done()  # waiting for the write queued before it
+        gate.set()
+        read = await asyncio.wait_for(reading, 5)
+    assert read is not None and [w[1:] for w in read.pending_writes or []] == [("a", 2)]
+    await saver.aflush("queued")
+    assert saver._outboxes == {}
+
+
+async def test_a_failed_batch_refuses_every_later_write_until_flushed(
+    redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=0)
+    fence_key, _, same = await fenced_checkpoint(saver, redis_client, key_prefix, "fenced-behind")
+    same = async_writes(same)
     before = await dump_checkpoints(redis_client, key_prefix)
-    await redis_client.set(fence_key, "worker-2")
-    writing = asyncio.create_task(saver.aput_writes(async_writes(same), [("a", 2)], "task"))
-    await asyncio.sleep(0)
+    await redis_client.set(fence_key, "worker-2")  # the lease moved on
+    # Both are queued at once, in one batch, which the fence then refuses as a whole.
+    await saver.aput_writes(same, [("a", 2)], "task")
+    await saver.aput(same, checkpoint({"a": 3}, {"a": "2"}), {}, {"a": "2"})
+    await saver._settle("fenced-behind")
+    with pytest.raises(FencedOut):  # refused at once: it would follow a lost write
+        await saver.aput(same, checkpoint({"a": 4}, {"a": "3"}), {}, {"a": "3"})
+    await redis_client.set(fence_key, "worker-1")  # even once the fence holds again
     with pytest.raises(FencedOut):
-        await saver.aput(same, checkpoint({"a": 3}, {"a": "2"}), {}, {"a": "2"})
+        await saver.aput_writes(same, [("a", 5)], "task-2")
     with pytest.raises(FencedOut):
-        await writing
+        await saver.aflush("fenced-behind")
     assert await dump_checkpoints(redis_client, key_prefix) == before
+    assert saver._outboxes == {}
+    await saver.aflush("fenced-behind")  # reported once
+    await saver.aput_writes(same, [("a", 6)], "task-3")  # a new start
+    await saver.aflush("fenced-behind")
+    read = await saver.aget_tuple(same)
+    assert read is not None and [w[1:] for w in read.pending_writes or []] == [("a", 6)]
