@@ -6,7 +6,7 @@ hand in real or local ones (langgraph ``Runtime[Context]``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,3 +95,8 @@ class Context:
 
     events: EventBus = field(default_factory=NoEventBus)
     """Resumes runs waiting for outside events (``runs/events.py``)."""
+
+    checkpoints_stored: Callable[[str], Awaitable[None]] | None = None
+    """Waits until the checkpoints a thread's run has written so far are stored (the
+    worker's saver writes behind, ``store/checkpoint.py``); tool steps call it before they
+    act. None: the checkpointer stores every write before the graph moves on."""

@@ -4,7 +4,9 @@ LangGraph re-runs a node that was interrupted by a crash from its start, so a si
 must be keyed by something that is the same on the re-run: ``thread id + task id`` (task
 ids are a hash of checkpoint id, namespace, step, node and triggers). :func:`effect_once`
 records each effect in Redis under that key with ``SET NX``; a re-run finds the record and
-returns it instead of acting again.
+returns it instead of acting again. Before acting it waits until the checkpoint the step
+started from is stored (the worker's saver writes behind): only a stored checkpoint gives
+the re-run the same task id.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ async def effect_once(
         if done is not None:
             span.set_attribute("interlock.effect.replayed", True)
             return dict(jsonutil.loads(done))
+        if ctx.checkpoints_stored is not None:
+            # The task id in the key comes from the checkpoint this step started from: it
+            # must be stored before anything acts, or a crash now would redo the step under
+            # a new checkpoint id, a new task id and a new key, and act twice.
+            await ctx.checkpoints_stored(thread_id)
         result = dict(await act(key))
         # NX: if two executions raced, the first record wins and both return it.
         winner = await _record(ctx, key, fence, jsonutil.dumps(result))

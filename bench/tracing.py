@@ -303,7 +303,9 @@ def measure_instructions(runs: int, sink_port: int, scratch: Path) -> dict[str, 
     that its batches fill up as they do at full speed."""
     procs = {}
     for variant in VARIANTS:
-        env = _clean_env()
+        # The checkpoint batching window (group commit) scaled to valgrind's ~50x slower
+        # speed, so that a run's writes gather in as many batches as at full speed.
+        env = _clean_env(INTERLOCK_CHECKPOINT_BATCH_MS="250")
         if variant == "traces":
             env |= _traces_env(sink_port) | {"OTEL_BSP_SCHEDULE_DELAY": "600000"}
         argv = [

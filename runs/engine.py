@@ -106,6 +106,7 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             examples=NearestExamples.if_installed() if settings.nearest_examples else None,
             demo_systems_url=settings.demo_systems_url,
             events=RedisEventBus(store, client, settings.key_prefix),
+            checkpoints_stored=saver.astored,
         )
         graphs = compile_all(registry, saver, inline_sync_nodes=settings.inline_sync_nodes == "auto")
         engine = Engine(settings, client, url, store, saver, registry, graphs, context, decisions, approvals)
@@ -129,7 +130,7 @@ async def open_engine(settings: Settings, *, workers: int = 1) -> AsyncIterator[
             await asyncio.gather(*(w.stop(settings.shutdown_grace_s) for w in engine.workers))
             if engine.webhooks is not None:
                 await engine.webhooks.stop()
-            await saver.aclose()  # held writes go to Redis before its client closes
+            await saver.aclose()  # queued writes go to Redis before its client closes
 
 
 async def start_webhooks(settings: Settings, client: aredis.Redis) -> WebhookSender:

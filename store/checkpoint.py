@@ -504,6 +504,22 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         if waits:
             await asyncio.wait(waits)
 
+    async def astored(self, thread_id: str) -> None:
+        """Send the writes queued so far for ``thread_id`` and wait until they are stored.
+
+        With ``write_behind_s``, a step's checkpoint is queued before the step's tasks
+        start (LangGraph chains it behind the previous one, which returns at once), so a
+        task that calls this knows the checkpoint it started from is stored.
+
+        Raises:
+            FencedOut, redis.ConnectionError, …: a write of the thread failed (and stays
+                on record for :meth:`aflush`).
+        """
+        await self._settle(thread_id)
+        for (t_id, _), box in self._outboxes.items():
+            if t_id == thread_id and box.failed is not None:
+                raise box.failed
+
     async def aflush(self, thread_id: str) -> None:
         """Wait until every write queued for ``thread_id`` is stored, and forget the
         thread's outboxes.

@@ -114,17 +114,16 @@ class RunStore:
         if_exists: Literal["raise", "do_nothing"] = "raise",
         tenant: str = DEFAULT_TENANT,
     ) -> dict[str, Any]:
+        """The new thread's record, or (``if_exists="do_nothing"``) the one already there."""
         now = now_ms()
         try:
-            await self._create_thread(
+            flat: list[bytes] = await self._create_thread(
                 keys=[self.keys.thread(thread_id), self.keys.threads(tenant)],
                 args=[thread_id, now, jsonutil.dumps(dict(metadata)), if_exists, tenant],
             )
         except aredis.ResponseError as e:
             _raise_script_error(e, thread_id)
-        thread = await self.get_thread(thread_id)
-        assert thread is not None
-        return thread
+        return thread_record(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def get_thread(self, thread_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The thread, or None when there is none (or, given ``tenant``, it is another's)."""

@@ -6,16 +6,17 @@ Lua keeps every step atomic on any Redis >= 6.2 (no Redis Functions, which need 
 
 # KEYS: thread, tenant's threads. ARGV: thread_id, now, metadata, if_exists, tenant.
 # Another tenant's thread of the same id is 'thread_exists' whatever if_exists says.
+# Returns the thread's record (HGETALL's field/value list): the new one, or the one there.
 CREATE_THREAD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local owner = redis.call('HGET', KEYS[1], 'tenant') or 'default'
-  if ARGV[4] == 'do_nothing' and owner == ARGV[5] then return 0 end
+  if ARGV[4] == 'do_nothing' and owner == ARGV[5] then return redis.call('HGETALL', KEYS[1]) end
   return redis.error_reply('thread_exists')
 end
 redis.call('HSET', KEYS[1], 'thread_id', ARGV[1], 'created_at', ARGV[2], 'updated_at', ARGV[2],
   'status', 'idle', 'metadata', ARGV[3], 'tenant', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
+return redis.call('HGETALL', KEYS[1])
 """
 
 # Shared by the scripts that end a run: when the run has a webhook, record its delivery in
