@@ -422,7 +422,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
     async def _write(self, configurable: dict[str, Any], thread_id: str, op: list[bytes]) -> None:
         """Queue ``op`` in the thread's outbox; wait until it is stored unless it may be
-        written behind (see ``write_behind``)."""
+        written behind (see ``write_behind_s``)."""
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
         key = (thread_id, fence)
         box = self._outboxes.get(key)
