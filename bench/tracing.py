@@ -305,7 +305,7 @@ def measure_instructions(runs: int, sink_port: int, scratch: Path) -> dict[str, 
     for variant in VARIANTS:
         # The checkpoint batching window (group commit) scaled to valgrind's ~50x slower
         # speed, so that a run's writes gather in as many batches as at full speed.
-        env = _clean_env(INTERLOCK_CHECKPOINT_BATCH_MS="250")
+        env = _clean_env(INTERLOCK_CHECKPOINT_BATCH_MS="1000")
         if variant == "traces":
             env |= _traces_env(sink_port) | {"OTEL_BSP_SCHEDULE_DELAY": "600000"}
         argv = [

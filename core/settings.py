@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     """Runs one worker executes at the same time."""
 
-    checkpoint_batch_ms: float = Field(default=5.0, ge=0, le=1000)
+    checkpoint_batch_ms: float = Field(default=20.0, ge=0, le=1000)
     """Group commit of a run's checkpoints (``durability="async"``, the default): a step's
     checkpoint and writes wait up to this long for the steps that follow, and go to Redis
     with them in one atomic script; the run never waits for them until it ends. A crash
