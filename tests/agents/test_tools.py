@@ -13,6 +13,7 @@ from typing_extensions import TypedDict
 from agents.context import Context
 from agents.llm import LLMClient
 from agents.tools import effect_once
+from runs.segment import parent_namespace
 from store.checkpoint import AsyncRedisSaver
 
 
@@ -37,8 +38,7 @@ async def test_a_tool_step_acts_only_once_the_checkpoint_it_started_from_is_stor
             config: Any = {
                 "configurable": {
                     "thread_id": info.thread_id,
-                    # The task's own namespace less its last part: the graph it runs in.
-                    "checkpoint_ns": info.checkpoint_ns.rpartition("|")[0],
+                    "checkpoint_ns": parent_namespace(info.checkpoint_ns),  # the graph it runs in
                     "checkpoint_id": info.checkpoint_id,
                 }
             }
