@@ -150,18 +150,22 @@ return #drop
 )
 
 # Stores (field, value, overwrite "1"/"0") write triples ARGV[first..last] in the writes
-# hash `writes`, indexing each new field in `ids`: a regular write never replaces one that
-# is there (HSETNX), a special one (error, interrupt…) does.
+# hash `writes`, and appends each new field to `added` (score, member pairs for the
+# writes index): a regular write never replaces one that is there (HSETNX), a special one
+# (error, interrupt…) does.
 WRITE_TRIPLES = r"""
-local function put_writes(ids, writes, first, last)
+local function put_writes(writes, first, last, added)
   for k = first, last, 3 do
-    local added
+    local new
     if ARGV[k + 2] == '1' then
-      added = redis.call('HSET', writes, ARGV[k], ARGV[k + 1])
+      new = redis.call('HSET', writes, ARGV[k], ARGV[k + 1])
     else
-      added = redis.call('HSETNX', writes, ARGV[k], ARGV[k + 1])
+      new = redis.call('HSETNX', writes, ARGV[k], ARGV[k + 1])
     end
-    if added == 1 then redis.call('ZADD', ids, 0, ARGV[k]) end
+    if new == 1 then
+      added[#added + 1] = 0
+      added[#added + 1] = ARGV[k]
+    end
   end
 end
 """
@@ -178,12 +182,12 @@ WRITE = Lua(
     + WRITE_TRIPLES
     + r"""
 if KEYS[7] and redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
-local index, records, refs, blobs = {}, {}, {}, {}
+local index, records, refs, blobs, added = {}, {}, {}, {}, {}
 local k = 2
 while k <= #ARGV do
   local n = tonumber(ARGV[k + 1])
   if ARGV[k] == 'w' then
-    put_writes(KEYS[5], KEYS[6], k + 2, k + 1 + 3 * n)
+    put_writes(KEYS[6], k + 2, k + 1 + 3 * n, added)
     k = k + 2 + 3 * n
   else
     local f = ARGV[k + 2]
@@ -201,6 +205,7 @@ chunked('ZADD', KEYS[1], index)
 chunked('HSET', KEYS[2], records)
 chunked('HSET', KEYS[3], refs)
 chunked('HSET', KEYS[4], blobs)
+chunked('ZADD', KEYS[5], added)
 return 1
 """
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from runs.payload import RunPayload, SegmentLink, StreamMode
 from store.approvals import Answering
 from store.runs import END_EVENT, TERMINAL_STATUSES
 
+log = logging.getLogger("interlock.api")
 router = APIRouter(tags=["runs"])
 
 HEARTBEAT_MS = 5_000
@@ -54,20 +56,32 @@ def run_view(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_adapters: dict[str, TypeAdapter[Any]] = {}
+_adapters: dict[Any, TypeAdapter[Any] | None] = {}
 
 
-def _input_adapter(graph_id: str, schema: Any) -> TypeAdapter[Any]:
-    """Built once per graph: building a TypeAdapter costs far more than validating."""
-    if graph_id not in _adapters:
-        _adapters[graph_id] = TypeAdapter(schema)
-    return _adapters[graph_id]
+def _input_adapter(graph_id: str, schema: Any) -> TypeAdapter[Any] | None:
+    """Built once per input schema, and a failure is kept too: building a TypeAdapter
+    costs far more than validating. None when pydantic cannot build one (say a
+    ``typing.TypedDict`` before Python 3.12): the graph itself then judges its input."""
+    try:
+        return _adapters[schema]
+    except KeyError:
+        pass
+    try:
+        adapter: TypeAdapter[Any] | None = TypeAdapter(schema)
+    except Exception as e:
+        log.warning("graph '%s': its input is not checked before runs start (%s)", graph_id, e)
+        adapter = None
+    _adapters[schema] = adapter
+    return adapter
 
 
 def check_input(engine: Engine, graph_id: str, value: dict[str, Any]) -> None:
-    schema = engine.registry.get(graph_id).builder.input_schema
+    adapter = _input_adapter(graph_id, engine.registry.get(graph_id).builder.input_schema)
+    if adapter is None:
+        return
     try:
-        _input_adapter(graph_id, schema).validate_python(value)
+        adapter.validate_python(value)
     except ValidationError as e:
         problems = "; ".join(
             f"input.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 from langgraph_sdk.client import LangGraphClient
+from pydantic import TypeAdapter
 
 from tests.api.support import expect_error
 
@@ -218,3 +220,27 @@ async def test_an_integer_beyond_64_bits_is_422_and_writes_nothing(http: httpx.A
     r = await http.post("/threads", content=body, headers={"content-type": "application/json"})
     assert "64-bit" in expect_error(r, 422)
     assert (await http.post("/threads/count", json={})).json() == before
+
+
+def test_an_input_schema_pydantic_cannot_build_is_tried_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph whose input schema pydantic cannot turn into a validator (here a plain
+    class; on Python < 3.12 also a ``typing.TypedDict``) is left to the graph to judge,
+    and the failed attempt is not repeated on every request."""
+    from api.routes import runs
+
+    class Opaque:
+        pass
+
+    built: list[object] = []
+
+    def counting(schema: object) -> TypeAdapter[object]:
+        built.append(schema)
+        return TypeAdapter(schema)
+
+    monkeypatch.setattr(runs, "TypeAdapter", counting)
+    assert runs._input_adapter("opaque", Opaque) is None
+    assert runs._input_adapter("opaque", Opaque) is None
+    assert built == [Opaque]
+    adapter = runs._input_adapter("checked", dict[str, int])
+    assert adapter is not None and runs._input_adapter("checked", dict[str, int]) is adapter
+    assert built == [Opaque, dict[str, int]]
