@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigurationError
 from core.processes import stop_process
@@ -211,6 +216,125 @@ def make_client(url: str, *, max_connections: int = 256) -> aredis.Redis:
         socket_timeout=SOCKET_TIMEOUT_S,
         **options,
     )
+
+
+class Lua:
+    """A Lua script called by SHA; loaded on first ``NOSCRIPT`` (e.g. after a restart)."""
+
+    __slots__ = ("_head", "sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
+
+    def call(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
+        """The RESP encoding of ``EVALSHA sha len(keys) *keys *args``."""
+        n = str(len(keys)).encode()
+        parts = [b"*%d\r\n" % (len(keys) + len(args) + 3), self._head, b"$%d\r\n%s\r\n" % (len(n), n)]
+        for part in (*keys, *args):
+            parts += (b"$%d\r\n" % len(part), part, b"\r\n")
+        return b"".join(parts)
+
+
+class Scripts:
+    """Lua scripts run by ``EVALSHA`` on connections of a client's pool, for the hot path.
+
+    The path redis-py's own pipelines take, minus ``execute_command``'s per-call wrapper
+    (retry closure, observability hooks, argument encoding). Up to ``keep_idle``
+    connections stay checked out between calls, which skips the pool's lock and checks as
+    well: together about 35 of the 85 µs a call costs the client. A connection is kept
+    only after a clean exchange; a failed send or read closes it (redis-py does that) and
+    it goes back to the pool, so a kept connection never holds an unread reply.
+
+    Replies are as Redis sent them (bytes, ints, lists); an error reply raises
+    ``redis.ResponseError`` as with redis-py.
+    """
+
+    __slots__ = ("_idle", "_pool", "client", "keep_idle")
+
+    def __init__(self, client: aredis.Redis, *, keep_idle: int = 4) -> None:
+        self.client = client
+        self.keep_idle = keep_idle
+        # None for a single-connection (or cluster) client: those go through execute_command.
+        self._pool: aredis.ConnectionPool | None = (
+            None
+            if getattr(client, "single_connection_client", False)
+            else getattr(client, "connection_pool", None)
+        )
+        self._idle: list[AbstractConnection] = []
+
+    async def run(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """One ``EVALSHA``; loads the script first if the server lacks it. A lost
+        connection raises, as redis-py does with no retries: for a script that must not
+        run twice (its reply may be what was lost)."""
+        try:
+            return await self._evalsha(script, keys, args)
+        except NoScriptError:  # a restarted server has an empty script cache
+            await self.client.script_load(script.source)
+            return await self._evalsha(script, keys, args)
+
+    async def run_idempotent(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """As :meth:`run`, and a lost connection (Redis restarted, an idle connection
+        closed) is retried once on a fresh one: for a script that running twice leaves
+        as running once."""
+        try:
+            return await self.run(script, keys, args)
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.drop_idle()  # the kept connections are likely dead too
+            return await self.run(script, keys, args)
+
+    async def _evalsha(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        pool = self._pool
+        if pool is None:  # single-connection client: let redis-py serialise access
+            return await self.client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        idle = self._idle
+        conn = idle.pop() if idle else await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(script.call(keys, args))
+            reply = await conn.read_response()
+        except BaseException:
+            await pool.release(conn)
+            raise
+        if len(idle) < self.keep_idle:
+            idle.append(conn)
+        else:
+            await pool.release(conn)
+        return reply
+
+    async def drop_idle(self) -> None:
+        """Close the kept connections and return them to the pool (they reconnect on use)."""
+        while self._idle and self._pool is not None:
+            conn = self._idle.pop()
+            await conn.disconnect()
+            await self._pool.release(conn)
+
+    async def release(self) -> None:
+        """Return the kept connections to the pool (the client stays open)."""
+        while self._idle and self._pool is not None:
+            await self._pool.release(self._idle.pop())
+
+
+class BoundScript:
+    """A script bound to a :class:`Scripts`, called as redis-py's ``register_script``
+    objects are (``await script(keys=[…], args=[…])``, values str, bytes or int), on the
+    lean path. Never retried (:meth:`Scripts.run`)."""
+
+    __slots__ = ("lua", "scripts")
+
+    def __init__(self, scripts: Scripts, source: str) -> None:
+        self.scripts = scripts
+        self.lua = Lua(source)
+
+    async def __call__(self, *, keys: Sequence[bytes | str], args: Sequence[bytes | str | int]) -> Any:
+        return await self.scripts.run(self.lua, encoded(keys), encoded(args))
+
+
+def encoded(values: Sequence[bytes | str | int]) -> list[bytes]:
+    """Script arguments as bytes, encoded as redis-py would (UTF-8, integers in decimal)."""
+    return [v if isinstance(v, bytes) else str(v).encode() for v in values]
 
 
 @contextlib.asynccontextmanager

@@ -77,15 +77,11 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import FENCE_CONFIG_KEY, FencedOut
-from core.redis import make_client
+from core.redis import Lua, Scripts, make_client
 from core.tracing import checkpoint_written
-from store.checkpoint_lua import DROP, LOAD, WRITE, Lua
+from store.checkpoint_lua import DROP, LOAD, WRITE
 from store.keys import check_prefix, escape_glob, hash_tag
 
 # The fence travels in the run config (see core.errors.FENCE_CONFIG_KEY).
@@ -93,9 +89,6 @@ from store.keys import check_prefix, escape_glob, hash_tag
 
 _BATCH = 100
 """Checkpoints loaded per round trip by ``alist``."""
-
-_KEEP_IDLE = 4
-"""Pooled connections a saver keeps checked out between calls (see ``_evalsha``)."""
 
 _JSON_OPTS: Final = orjson.OPT_NON_STR_KEYS
 
@@ -215,13 +208,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         self.prefix = check_prefix(prefix)
         self._key_head = f"{prefix}cp:{{"
         self._keys_cache: dict[str, ThreadKeys] = {}
-        # None for a single-connection (or cluster) client: those go through execute_command.
-        self._pool: aredis.ConnectionPool | None = (
-            None
-            if getattr(client, "single_connection_client", False)
-            else getattr(client, "connection_pool", None)
-        )
-        self._idle: list[AbstractConnection] = []
+        self._scripts = Scripts(client)
         if write_behind_s is not None and write_behind_s < 0:
             raise ValueError(f"write_behind_s must be >= 0 or None, not {write_behind_s}")
         self.write_behind_s = write_behind_s
@@ -253,69 +240,16 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         return keys
 
     async def _eval(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
-        """``EVALSHA`` in one round trip; loads the script if the server lacks it.
-
-        A lost connection (Redis restarted, idle connection closed) is retried once on a
-        fresh one: every script is idempotent, so running one twice changes nothing.
-        """
-        try:
-            return await self._evalsha(script, keys, args)
-        except NoScriptError:
-            await self.client.script_load(script.source)
-            return await self._evalsha(script, keys, args)
-        except (RedisConnectionError, RedisTimeoutError):
-            await self._drop_idle()  # the kept connections are likely dead too
-            return await self._eval_fresh(script, keys, args)
-
-    async def _eval_fresh(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
-        try:
-            return await self._evalsha(script, keys, args)
-        except NoScriptError:  # a restarted server has an empty script cache
-            await self.client.script_load(script.source)
-            return await self._evalsha(script, keys, args)
-
-    async def _evalsha(self, script: Lua, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
-        """Send ``EVALSHA`` on a connection of the client's pool and read its reply.
-
-        The path redis-py's own pipelines take, minus ``execute_command``'s per-call wrapper
-        (retry closure, metrics hooks, argument encoding). Up to ``_KEEP_IDLE`` connections
-        stay checked out between calls, which skips the pool's lock and checks as well:
-        together about 35 of the 85 µs a call costs. A connection is kept only after a
-        clean exchange; a failed send or read closes it (redis-py does that) and it goes
-        back to the pool, so a kept connection never holds an unread reply.
-        """
-        pool = self._pool
-        if pool is None:  # single-connection client: let redis-py serialise access
-            return await self.client.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
-        idle = self._idle
-        conn = idle.pop() if idle else await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(script.call(keys, args))
-            reply = await conn.read_response()
-        except BaseException:
-            await pool.release(conn)
-            raise
-        if len(idle) < _KEEP_IDLE:
-            idle.append(conn)
-        else:
-            await pool.release(conn)
-        return reply
-
-    async def _drop_idle(self) -> None:
-        """Close the kept connections and return them to the pool (they reconnect on use)."""
-        while self._idle and self._pool is not None:
-            conn = self._idle.pop()
-            await conn.disconnect()
-            await self._pool.release(conn)
+        """``EVALSHA`` in one round trip (``core.redis.Scripts``). A lost connection is
+        retried once on a fresh one: every script here is idempotent, so running one
+        twice changes nothing."""
+        return await self._scripts.run_idempotent(script, keys, args)
 
     async def aclose(self) -> None:
         """Wait for the queued writes, then return the connections this saver holds to the
         client's pool (the client stays open)."""
         await self._settle()
-        while self._idle and self._pool is not None:
-            await self._pool.release(self._idle.pop())
+        await self._scripts.release()
 
     def _fence(self, configurable: dict[str, Any], thread_id: str) -> tuple[bytes, bytes] | None:
         """``(fence_key, expected_value)`` from the config, checked to share the thread's slot."""

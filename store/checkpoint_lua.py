@@ -5,28 +5,7 @@ Each script is one atomic step on one thread's keys, all in one Redis Cluster sl
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-
-
-class Lua:
-    """A Lua script called by SHA; loaded on first ``NOSCRIPT`` (e.g. after a restart)."""
-
-    __slots__ = ("_head", "sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n"
-
-    def call(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
-        """The RESP encoding of ``EVALSHA sha len(keys) *keys *args``."""
-        n = str(len(keys)).encode()
-        parts = [b"*%d\r\n" % (len(keys) + len(args) + 3), self._head, b"$%d\r\n%s\r\n" % (len(n), n)]
-        for part in (*keys, *args):
-            parts += (b"$%d\r\n" % len(part), part, b"\r\n")
-        return b"".join(parts)
-
+from core.redis import Lua
 
 # Shared helpers. Lua's unpack() fails past ~8000 values, hence the 1000-value chunks.
 CHUNKED = r"""

@@ -18,7 +18,7 @@ import redis.asyncio as aredis
 from core import jsonutil
 from core.errors import Conflict, NotFound
 from core.ids import now_ms
-from core.redis import awaited
+from core.redis import BoundScript, Scripts, awaited
 from store import runs_lua as lua
 from store.approvals import Answering
 from store.layout import DEFAULT_TENANT, QUEUE_GROUP, Layout
@@ -88,13 +88,15 @@ class RunStore:
         self.keys = Layout(prefix)
         self.events_maxlen = events_maxlen
         self.events_ttl_s = events_ttl_s
-        self._create_thread = client.register_script(lua.CREATE_THREAD)
-        self._create_run = client.register_script(lua.CREATE_RUN)
-        self._finish_run = client.register_script(lua.FINISH_RUN)
-        self._claim_run = client.register_script(lua.CLAIM_RUN)
-        self._cancel_run = client.register_script(lua.CANCEL_RUN)
-        self._rollback_done = client.register_script(lua.ROLLBACK_DONE)
-        self._delete_run = client.register_script(lua.DELETE_RUN)
+        # The scripts of every run go on the lean path (core.redis.Scripts), never retried.
+        scripts = Scripts(client)
+        self._create_thread = BoundScript(scripts, lua.CREATE_THREAD)
+        self._create_run = BoundScript(scripts, lua.CREATE_RUN)
+        self._finish_run = BoundScript(scripts, lua.FINISH_RUN)
+        self._claim_run = BoundScript(scripts, lua.CLAIM_RUN)
+        self._cancel_run = BoundScript(scripts, lua.CANCEL_RUN)
+        self._rollback_done = BoundScript(scripts, lua.ROLLBACK_DONE)
+        self._delete_run = BoundScript(scripts, lua.DELETE_RUN)
 
     async def setup(self) -> None:
         """Create the queue's consumer group (idempotent)."""

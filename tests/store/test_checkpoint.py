@@ -22,9 +22,9 @@ from langgraph.types import Command, interrupt
 from redis.crc import key_slot
 
 from core.errors import Conflict
-from core.redis import make_client
+from core.redis import Lua, make_client
 from store.checkpoint import FENCE_CONFIG_KEY, AsyncRedisSaver, FencedOut
-from store.checkpoint_lua import WRITE, Lua
+from store.checkpoint_lua import WRITE
 from store.keys import hash_tag
 
 
