@@ -431,7 +431,10 @@ class Worker:
         resume: bool = False,
     ) -> None:
         wanted = list(dict.fromkeys("messages" if m == "messages-tuple" else m for m in payload.stream_mode))
-        modes = wanted or ["values"]
+        # Nothing wanted (``runs.wait``, a run nobody streams): no stream mode at all, so
+        # LangGraph makes no chunk. Each one costs a copy of the state and a cross-thread
+        # wake-up of the event loop (LangGraph queues chunks by ``call_soon_threadsafe``).
+        modes = wanted
         graph_input: Any
         if resume:
             graph_input = None
