@@ -303,10 +303,11 @@ class Worker:
             set_status_on_exception=False,
             **root_span_arguments(payload, run_id, thread_id),
         ) as span:
-            token = await self.store.claim_run(thread_id, run_id, self.name)
-            if token is None:  # it ended while its entry waited: nothing left to do
+            claim = await self.store.claim_run(thread_id, run_id, self.name)
+            if claim is None:  # it ended while its entry waited: nothing left to do
                 await self.store.ack(item.message_id)
                 return
+            token = claim.token
             attempt = int(token.rsplit(":", 1)[1])
             span.set_attribute("interlock.run.attempt", attempt)
             segment = Segment(span, payload, thread_id, attempt=attempt).begin(
@@ -314,7 +315,7 @@ class Worker:
             )
             sink = EventSink(self.store, thread_id, run_id)
             try:
-                outcome = await self._run_graph(payload, thread_id, run_id, token, sink)
+                outcome = await self._run_graph(payload, thread_id, run_id, token, sink, claim.empty_thread)
             except BaseException:
                 segment.end()
                 await sink.abandon()
@@ -347,7 +348,13 @@ class Worker:
             log.warning("run %s: worker %s lost ownership; its outcome was not recorded", run_id, self.name)
 
     async def _run_graph(
-        self, payload: RunPayload, thread_id: str, run_id: str, token: str, sink: EventSink
+        self,
+        payload: RunPayload,
+        thread_id: str,
+        run_id: str,
+        token: str,
+        sink: EventSink,
+        empty_thread: bool = False,
     ) -> Outcome:
         graph = self.graphs.get(payload.graph_id)
         thread_config: Any = {"configurable": {"thread_id": thread_id}}
@@ -357,6 +364,11 @@ class Worker:
             config = self._config(payload, thread_id, run_id)
             config["configurable"][FENCE_CONFIG_KEY] = [self.store.keys.fence(thread_id), token]
             resume = await self._resumes(graph, thread_config, run_id, token)
+            saver = graph.checkpointer
+            if empty_thread and isinstance(saver, AsyncRedisSaver):
+                # The claim saw no checkpoint: LangGraph's first read of the thread needs
+                # no round trip.
+                saver.note_empty(thread_id)
             try:
                 async with asyncio.timeout(self.run_timeout_s):
                     await self._stream(graph, payload, config, sink, resume=resume)
@@ -364,6 +376,9 @@ class Worker:
                 with contextlib.suppress(Exception):  # the run ends with its own error
                     await _flush(graph, thread_id)
                 raise
+            finally:
+                if isinstance(saver, AsyncRedisSaver):
+                    saver.forget_empty(thread_id)
             # The saver writes behind (runs/engine.py): the run's writes are stored, or
             # their failure raised, before anything reads or records them.
             await _flush(graph, thread_id)

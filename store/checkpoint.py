@@ -213,6 +213,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             raise ValueError(f"write_behind_s must be >= 0 or None, not {write_behind_s}")
         self.write_behind_s = write_behind_s
         self._outboxes: dict[tuple[str, tuple[bytes, bytes] | None], _Outbox] = {}
+        self._known_empty: set[str] = set()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -358,6 +359,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         """Queue ``op`` in the thread's outbox; wait until it is stored unless it may be
         written behind (see ``write_behind_s``)."""
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
+        self._known_empty.discard(thread_id)
         key = (thread_id, fence)
         box = self._outboxes.get(key)
         if box is None:
@@ -454,6 +456,17 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             if t_id == thread_id and box.failed is not None:
                 raise box.failed
 
+    def note_empty(self, thread_id: str) -> None:
+        """The caller has just seen, atomically with taking the thread (``CLAIM_RUN``),
+        that ``thread_id`` has no checkpoint: the next read of its latest root checkpoint
+        in this process answers None without a round trip. Used once; a write of the
+        thread, or :meth:`forget_empty`, drops the note."""
+        self._known_empty.add(thread_id)
+
+    def forget_empty(self, thread_id: str) -> None:
+        """Drop a :meth:`note_empty` that was not used (the run ended before reading)."""
+        self._known_empty.discard(thread_id)
+
     async def aflush(self, thread_id: str) -> None:
         """Wait until every write queued for ``thread_id`` is stored, and forget the
         thread's outboxes.
@@ -491,6 +504,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         thread_id: str = configurable["thread_id"]
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str | None = configurable.get("checkpoint_id")
+        if not checkpoint_id and not ns and thread_id in self._known_empty:
+            self._known_empty.discard(thread_id)
+            return None
         args = (b"ids", f"{ns}\0{checkpoint_id}".encode()) if checkpoint_id else (b"latest", ns.encode())
         await self._settle(thread_id)
         found = await self._eval(LOAD, self.thread_keys(thread_id), args)

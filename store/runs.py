@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import redis.asyncio as aredis
 
@@ -71,6 +71,15 @@ class QueuedRun:
     run_id: str
     payload: dict[str, Any]
     kind: Literal["run", "rollback"] = "run"
+
+
+class Claim(NamedTuple):
+    """A run taken by :meth:`RunStore.claim_run`."""
+
+    token: str
+    """The fence token, ``<run>:<epoch>``."""
+    empty_thread: bool
+    """First claim, and the thread had no root checkpoint at that instant."""
 
 
 class RunStore:
@@ -312,7 +321,7 @@ class RunStore:
             pipe.hgetall(self.keys.run(thread_id, rid.decode()))
         return [_run_record(raw) for raw in await pipe.execute() if raw]
 
-    async def claim_run(self, thread_id: str, run_id: str, worker: str) -> str | None:
+    async def claim_run(self, thread_id: str, run_id: str, worker: str) -> Claim | None:
         """Take ownership of a run: bump its epoch, point the thread's fence at it, mark
         it running and publish the ``metadata`` event, in one round trip.
 
@@ -320,7 +329,7 @@ class RunStore:
         owner must present, or None when the run already ended.
         """
         k = self.keys
-        epoch = await self._claim_run(
+        epoch, empty = await self._claim_run(
             keys=[
                 k.run(thread_id, run_id),
                 k.fence(thread_id),
@@ -330,7 +339,7 @@ class RunStore:
             ],
             args=[run_id, worker, now_ms(), self.events_maxlen, self.events_ttl_s],
         )
-        return f"{run_id}:{int(epoch)}" if int(epoch) else None
+        return Claim(f"{run_id}:{int(epoch)}", bool(empty)) if int(epoch) else None
 
     async def publish(self, thread_id: str, run_id: str, events: Sequence[tuple[str, bytes]]) -> None:
         """Append events to the run's stream, all in one round trip."""

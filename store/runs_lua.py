@@ -234,7 +234,8 @@ return 1
 
 # KEYS: run, fence, events, checkpoint index, checkpoint writes (the saver's keys)
 # ARGV: run_id, worker, now, events_maxlen, events_ttl_s
-# Returns the new epoch, or 0 when the run already ended (nothing to do).
+# Returns {epoch, empty}: the new epoch, or 0 when the run already ended (nothing to do),
+# and 1 when this is the first claim and the thread has no root checkpoint (else 0).
 # The first claim notes the thread's latest root checkpoint and the pending writes it has
 # then ('base_cp', 'base_writes'): a rollback removes the writes the run added to it.
 CLAIM_RUN = """
@@ -242,11 +243,13 @@ local run, fence, events = KEYS[1], KEYS[2], KEYS[3]
 local status = redis.call('HGET', run, 'status')
 if not status or status == 'success' or status == 'error' or status == 'timeout'
    or status == 'interrupted' then
-  return 0
+  return {0, 0}
 end
 local epoch = redis.call('HINCRBY', run, 'epoch', 1)
+local empty = 0
 if epoch == 1 then
   local last = redis.call('ZREVRANGEBYLEX', KEYS[4], '(\\1', '[\\0', 'LIMIT', 0, 1)[1]
+  if not last then empty = 1 end
   if last then
     local writes = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. last .. '\\0', '(' .. last .. '\\1')
     redis.call('HSET', run, 'base_cp', last, 'base_writes', table.concat(writes, '\\n'))
@@ -257,7 +260,7 @@ redis.call('HSET', run, 'status', 'running', 'worker', ARGV[2], 'updated_at', AR
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], '*', 'e', 'metadata',
   'd', '{"run_id":"' .. ARGV[1] .. '","attempt":' .. epoch .. '}')
 redis.call('EXPIRE', events, ARGV[5])
-return epoch
+return {epoch, empty}
 """
 
 # KEYS: thread, pending, run, queue, events, fence, webhooks

@@ -299,8 +299,9 @@ async def test_the_delivery_is_written_in_the_same_step_as_the_outcome(
     async with open_engine(_settings(redis_url, key_prefix, tmp_path), workers=0) as engine:
         store, keys = engine.store, engine.store.keys
         tid, rid = await _create(store, {"n": 0}, receiver.url + "/x")
-        token = await store.claim_run(tid, rid, "w1")
-        assert token is not None
+        claim = await store.claim_run(tid, rid, "w1")
+        assert claim is not None
+        token = claim.token
         finish: dict[str, Any] = {
             "thread_id": tid, "run_id": rid, "message_id": "", "run_status": "success",
             "thread_status": "idle", "values": {"n": 1}, "interrupts": {},

@@ -166,6 +166,37 @@ async def test_aput_aput_writes_and_aget_tuple_are_one_round_trip_each(
     ]
 
 
+async def test_a_thread_noted_empty_is_read_once_without_a_round_trip(
+    saver: AsyncRedisSaver, round_trips: list[bytes]
+) -> None:
+    """``note_empty`` (the worker's claim saw no checkpoint) answers the next read of the
+    thread's latest root checkpoint, once; a write drops the note, so that read goes to
+    Redis and sees the write."""
+    cp = checkpoint({"a": "x", "b": 1}, {"a": "1", "b": "1"})
+    await saver.aput(thread_config("warm", checkpoint_ns=""), cp, {"step": -1}, {"a": "1", "b": "1"})
+    await saver.aget_tuple(thread_config("warm"))  # scripts loaded
+    round_trips.clear()
+
+    saver.note_empty("t-empty")
+    assert await saver.aget_tuple(thread_config("t-empty", checkpoint_ns="sub:1")) is None
+    assert len(round_trips) == 1  # another namespace: asked
+    assert await saver.aget_tuple(thread_config("t-empty")) is None
+    assert len(round_trips) == 1  # the root: answered from the note
+    assert await saver.aget_tuple(thread_config("t-empty")) is None
+    assert len(round_trips) == 2  # used once
+
+    saver.note_empty("t-written")
+    await saver.aput(thread_config("t-written", checkpoint_ns=""), cp, {"step": -1}, {"a": "1", "b": "1"})
+    latest = await saver.aget_tuple(thread_config("t-written"))
+    assert latest is not None and latest.checkpoint["channel_values"] == {"a": "x", "b": 1}
+
+    saver.note_empty("t-forgotten")
+    saver.forget_empty("t-forgotten")
+    round_trips.clear()
+    assert await saver.aget_tuple(thread_config("t-forgotten")) is None
+    assert len(round_trips) == 1
+
+
 async def test_a_channel_version_is_stored_once_across_checkpoints(
     saver: AsyncRedisSaver, redis_client: aredis.Redis
 ) -> None:
