@@ -35,6 +35,10 @@ TERMINAL_STATUSES = frozenset({"success", "error", "timeout", "interrupted"})
 END_EVENT = "__end__"
 """Control event that closes a run's event stream; never forwarded to SSE clients."""
 
+FIRST_EVENT_ID = "0-1"
+"""Stream id of a run's first ``metadata`` event when its stream was empty (``CLAIM_RUN``);
+later events get Redis's time-based ids, always greater."""
+
 _ERRORS = {
     "no_thread": (
         NotFound,
@@ -407,7 +411,9 @@ class RunStore:
         None when the run does not exist. A run that ended so long ago that its events
         expired returns ``{"status": …, "expired": True}``.
         """
-        last = "0-0"
+        # From after the first claim's metadata event: a run nobody streams wakes this
+        # once, at its end.
+        last = FIRST_EVENT_ID
         while True:
             batch = await self.read_events(thread_id, run_id, last, block_ms=block_ms)
             for event_id, name, data in batch:

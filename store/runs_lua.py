@@ -257,7 +257,11 @@ if epoch == 1 then
 end
 redis.call('SET', fence, ARGV[1] .. ':' .. epoch)
 redis.call('HSET', run, 'status', 'running', 'worker', ARGV[2], 'updated_at', ARGV[3])
-redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], '*', 'e', 'metadata',
+-- The run's first event, when nothing is there yet, gets id 0-1: RunStore.wait_for_end
+-- reads after it, so a caller waiting for the end is woken once.
+local id = '*'
+if redis.call('EXISTS', events) == 0 then id = '0-1' end
+redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], id, 'e', 'metadata',
   'd', '{"run_id":"' .. ARGV[1] .. '","attempt":' .. epoch .. '}')
 redis.call('EXPIRE', events, ARGV[5])
 return {epoch, empty}

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from runs.engine import Engine
 from runs.payload import RunPayload, SegmentLink
-from store.runs import RunStore
+from store.runs import END_EVENT, FIRST_EVENT_ID, RunStore
 
 
 async def run_to_end(
@@ -142,3 +142,28 @@ async def test_failing_node_records_error(engine: Engine, spans: InMemorySpanExp
     failed = [s for s in spans.get_finished_spans() if s.status.status_code.name == "ERROR"]
     assert any(s.name.startswith("node ") for s in failed)
     assert any(s.name == "invoke_workflow support_triage" for s in failed)
+
+
+async def test_a_wait_for_the_end_is_woken_once_and_streams_keep_every_event(
+    engine: Engine, monkeypatch: Any
+) -> None:
+    """The first claim publishes ``metadata`` as event ``0-1`` (``FIRST_EVENT_ID``), and
+    ``wait_for_end`` reads after it: a run nobody streams wakes its waiter at its end
+    only. A stream from the start still gets both events, in order."""
+    store: RunStore = engine.store
+    batches: list[list[str]] = []
+    read_events = store.read_events
+
+    async def recording(*args: Any, **kwargs: Any) -> list[tuple[str, str, bytes]]:
+        batch = await read_events(*args, **kwargs)
+        batches.append([name for _, name, _ in batch])
+        return batch
+
+    monkeypatch.setattr(store, "read_events", recording)
+    tid = str(uuid.uuid4())
+    end = await run_to_end(engine, tid, input={"ticket": "refund o-10028", "customer_id": "c-001"})
+    assert end["status"] == "success"
+    assert [b for b in batches if b] == [[END_EVENT]]
+
+    events = await read_events(tid, end["run_id"], "0-0", block_ms=None)
+    assert [(i, name) for i, name, _ in events] == [(FIRST_EVENT_ID, "metadata"), (events[1][0], END_EVENT)]
