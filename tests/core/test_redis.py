@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aredis
 
 from core.errors import ConfigurationError
-from core.redis import EmbeddedRedis, check_server, make_client, parse_version, scratch_dir
+from core.redis import EmbeddedRedis, Lua, Scripts, check_server, make_client, parse_version, scratch_dir
 
 
 async def test_embedded_redis_persists_across_restart_on_unix_socket() -> None:
@@ -54,3 +56,30 @@ async def test_check_server_explains_unreachable_redis() -> None:
 def test_parse_version() -> None:
     assert parse_version("6.2.14") == (6, 2, 14)
     assert parse_version("7.0.15") < (7, 2)
+
+
+async def test_scripts_survive_a_redis_restart_without_a_retry() -> None:
+    """``Scripts.run`` never retries (a script that must not run twice), so a connection
+    it kept from before a Redis restart must not be used: like redis-py's pool, it sees
+    the server closed it and takes a fresh one. Kept connections are several, all dead."""
+    server = EmbeddedRedis(scratch_dir())
+    server.start()
+    client = make_client(server.url)
+    scripts = Scripts(client)
+    incr = Lua("return redis.call('INCR', KEYS[1])")
+    try:
+        # Four calls at once: four connections kept.
+        assert sorted(await asyncio.gather(*(scripts.run(incr, [b"n"], []) for _ in range(4)))) == [
+            1,
+            2,
+            3,
+            4,
+        ]
+        server.kill()
+        server.start()
+        await asyncio.sleep(0.1)  # the loop sees the old connections closed
+        for expected in (5, 6, 7, 8, 9):
+            assert await scripts.run(incr, [b"n"], []) == expected
+    finally:
+        await client.aclose()
+        server.stop()
