@@ -354,7 +354,7 @@ class Worker:
         run_id: str,
         token: str,
         sink: EventSink,
-        empty_thread: bool = False,
+        empty_thread: bool,
     ) -> Outcome:
         graph = self.graphs.get(payload.graph_id)
         thread_config: Any = {"configurable": {"thread_id": thread_id}}

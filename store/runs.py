@@ -341,7 +341,7 @@ class RunStore:
                 k.checkpoint_index(thread_id),
                 k.checkpoint_writes(thread_id),
             ],
-            args=[run_id, worker, now_ms(), self.events_maxlen, self.events_ttl_s],
+            args=[run_id, worker, now_ms(), self.events_maxlen, self.events_ttl_s, FIRST_EVENT_ID],
         )
         return Claim(f"{run_id}:{int(epoch)}", bool(empty)) if int(epoch) else None
 

@@ -233,7 +233,7 @@ return 1
 """
 
 # KEYS: run, fence, events, checkpoint index, checkpoint writes (the saver's keys)
-# ARGV: run_id, worker, now, events_maxlen, events_ttl_s
+# ARGV: run_id, worker, now, events_maxlen, events_ttl_s, first_event_id
 # Returns {epoch, empty}: the new epoch, or 0 when the run already ended (nothing to do),
 # and 1 when this is the first claim and the thread has no root checkpoint (else 0).
 # The first claim notes the thread's latest root checkpoint and the pending writes it has
@@ -257,10 +257,10 @@ if epoch == 1 then
 end
 redis.call('SET', fence, ARGV[1] .. ':' .. epoch)
 redis.call('HSET', run, 'status', 'running', 'worker', ARGV[2], 'updated_at', ARGV[3])
--- The run's first event, when nothing is there yet, gets id 0-1: RunStore.wait_for_end
--- reads after it, so a caller waiting for the end is woken once.
+-- The run's first event, when nothing is there yet, gets id first_event_id (0-1):
+-- RunStore.wait_for_end reads after it, so a caller waiting for the end is woken once.
 local id = '*'
-if redis.call('EXISTS', events) == 0 then id = '0-1' end
+if redis.call('EXISTS', events) == 0 then id = ARGV[6] end
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[4], id, 'e', 'metadata',
   'd', '{"run_id":"' .. ARGV[1] .. '","attempt":' .. epoch .. '}')
 redis.call('EXPIRE', events, ARGV[5])
