@@ -82,10 +82,10 @@ class EventSink:
         await self._task
 
 
-async def _flush(graph: CompiledGraph, thread_id: str) -> None:
+async def _flush(graph: CompiledGraph, thread_id: str, *, read_latest: bool = False) -> None:
     saver = graph.checkpointer
     if isinstance(saver, AsyncRedisSaver):
-        await saver.aflush(thread_id)
+        await saver.aflush(thread_id, read_latest=read_latest)
 
 
 def _event_name(mode: str, namespace: tuple[str, ...]) -> str:
@@ -370,19 +370,21 @@ class Worker:
                 # no round trip.
                 saver.note_empty(thread_id)
             try:
-                async with asyncio.timeout(self.run_timeout_s):
-                    await self._stream(graph, payload, config, sink, resume=resume)
-            except BaseException:
-                with contextlib.suppress(Exception):  # the run ends with its own error
-                    await _flush(graph, thread_id)
-                raise
+                try:
+                    async with asyncio.timeout(self.run_timeout_s):
+                        await self._stream(graph, payload, config, sink, resume=resume)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the run ends with its own error
+                        await _flush(graph, thread_id)
+                    raise
+                # The saver writes behind (runs/engine.py): the run's writes are stored, or
+                # their failure raised, before anything reads or records them. The last
+                # batch reads the final checkpoint back, so the snapshot costs no round trip.
+                await _flush(graph, thread_id, read_latest=True)
+                snapshot = await graph.aget_state(thread_config)
             finally:
                 if isinstance(saver, AsyncRedisSaver):
-                    saver.forget_empty(thread_id)
-            # The saver writes behind (runs/engine.py): the run's writes are stored, or
-            # their failure raised, before anything reads or records them.
-            await _flush(graph, thread_id)
-            snapshot = await graph.aget_state(thread_config)
+                    saver.forget_latest(thread_id)
         except (redis.ConnectionError, redis.TimeoutError, FencedOut):
             # Redis went away, or another worker owns the run now: not the run's fault, so
             # no outcome is recorded. Its queue entry stays pending; whoever takes it over

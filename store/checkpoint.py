@@ -45,7 +45,8 @@ Why this shape:
   before them. Writes can be fenced: with
   ``config["configurable"]["__interlock_fence__"] = [key, value]`` the script first checks
   ``GET key == value`` and otherwise writes nothing (see :class:`FencedOut`).
-  ``aget_tuple`` is one ``EVALSHA``.
+  ``aget_tuple`` is one ``EVALSHA``; a run's final one needs none when its last batch
+  read the checkpoint back (``aflush(read_latest=True)``).
 - Nothing is global: operations across threads (``alist`` without a thread,
   ``adelete_for_runs``) ``SCAN`` for ``P cp:{*}:i``. A global registry would live in
   another slot and cost every ``aput`` a second, non-atomic write.
@@ -101,6 +102,8 @@ class _Outbox:
     (ops for the ``WRITE`` script, not sent yet, the first since ``since``) resolve
     ``queued_done``; the batch on its way resolves ``in_flight``. The sender waits on
     ``wake`` for the batching window unless someone waits for the writes (``urgent``).
+    ``read_latest``: the next batch also reads the thread's latest root checkpoint
+    (:meth:`AsyncRedisSaver.aflush`).
     A failed batch makes the outbox refuse every later write (``failed``): a write after a
     lost one could store a checkpoint whose parent's blobs are missing."""
 
@@ -111,6 +114,7 @@ class _Outbox:
         "keys",
         "queued",
         "queued_done",
+        "read_latest",
         "sender",
         "since",
         "thread_id",
@@ -129,6 +133,7 @@ class _Outbox:
         self.sender: asyncio.Task[None] | None = None
         self.wake: asyncio.Future[None] | None = None
         self.urgent = False
+        self.read_latest = False
         self.failed: BaseException | None = None
 
     def hurry(self) -> None:
@@ -213,7 +218,13 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             raise ValueError(f"write_behind_s must be >= 0 or None, not {write_behind_s}")
         self.write_behind_s = write_behind_s
         self._outboxes: dict[tuple[str, tuple[bytes, bytes] | None], _Outbox] = {}
-        self._known_empty: set[str] = set()
+        self._latest_root: dict[str, list[Any] | None] = {}
+        """One-shot answers for the next read of a thread's latest root checkpoint: the
+        entry a ``WRITE`` read back (:meth:`aflush`), or None for "no checkpoint"
+        (:meth:`note_empty`). Any write of the thread drops its answer."""
+        self._reading: set[str] = set()
+        """Threads whose batch on its way reads back the latest root checkpoint; a write
+        made meanwhile voids the read (the answer would miss it)."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -359,7 +370,10 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         """Queue ``op`` in the thread's outbox; wait until it is stored unless it may be
         written behind (see ``write_behind_s``)."""
         fence = self._fence(configurable, thread_id) if FENCE_CONFIG_KEY in configurable else None
-        self._known_empty.discard(thread_id)
+        if self._latest_root:
+            self._latest_root.pop(thread_id, None)
+        if self._reading:
+            self._reading.discard(thread_id)
         key = (thread_id, fence)
         box = self._outboxes.get(key)
         if box is None:
@@ -405,10 +419,20 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
                 args, box.queued = box.queued, []
                 done, box.queued_done = cast(asyncio.Future[None], box.queued_done), None
                 box.in_flight = done
+                read = box.read_latest
+                if read:
+                    box.read_latest = False
+                    args += (b"l", b"")
+                    self._reading.add(box.thread_id)
                 try:
-                    if not await self._eval(WRITE, keys, [b"" if fence is None else fence[1], *args]):
+                    reply = await self._eval(WRITE, keys, [b"" if fence is None else fence[1], *args])
+                    if not reply:
                         raise self._fenced_out(fence, box.thread_id)
+                    if read and box.thread_id in self._reading:
+                        self._reading.discard(box.thread_id)
+                        self._latest_root[box.thread_id] = reply[1] if len(reply) > 1 else None
                 except BaseException as e:
+                    self._reading.discard(box.thread_id)
                     box.failed = e
                     for pending in (done, box.queued_done):
                         if pending is not None and not pending.done():
@@ -460,21 +484,34 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         """The caller has just seen, atomically with taking the thread (``CLAIM_RUN``),
         that ``thread_id`` has no checkpoint: the next read of its latest root checkpoint
         in this process answers None without a round trip. Used once; a write of the
-        thread, or :meth:`forget_empty`, drops the note."""
-        self._known_empty.add(thread_id)
+        thread, or :meth:`forget_latest`, drops the note."""
+        self._latest_root[thread_id] = None
 
-    def forget_empty(self, thread_id: str) -> None:
-        """Drop a :meth:`note_empty` that was not used (the run ended before reading)."""
-        self._known_empty.discard(thread_id)
+    def forget_latest(self, thread_id: str) -> None:
+        """Drop what :meth:`note_empty` or ``aflush(read_latest=True)`` kept for the next
+        read of ``thread_id`` and that nobody read."""
+        self._latest_root.pop(thread_id, None)
+        self._reading.discard(thread_id)
 
-    async def aflush(self, thread_id: str) -> None:
+    async def aflush(self, thread_id: str, *, read_latest: bool = False) -> None:
         """Wait until every write queued for ``thread_id`` is stored, and forget the
         thread's outboxes.
+
+        With ``read_latest``, for a caller that writes nothing more to the thread (a run
+        that ended): the last batch, if one is still to be sent, also reads the thread's
+        latest root checkpoint in the same script, and the next ``aget_tuple`` of it (the
+        run's final ``aget_state``) answers from that without a round trip, once. A write
+        of the thread after the read, or :meth:`forget_latest`, drops it.
 
         Raises:
             FencedOut, redis.ConnectionError, …: the first failure of a write of the
                 thread since the last ``aflush`` (nothing after it was written).
         """
+        if read_latest:
+            boxes = [box for (t_id, _), box in self._outboxes.items() if t_id == thread_id]
+            # One owner's writes only: with two outboxes, neither batch's read is the last.
+            if len(boxes) == 1 and boxes[0].queued:
+                boxes[0].read_latest = True
         await self._settle(thread_id)
         failed = None
         for key in [k for k in self._outboxes if k[0] == thread_id]:
@@ -504,9 +541,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         thread_id: str = configurable["thread_id"]
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str | None = configurable.get("checkpoint_id")
-        if not checkpoint_id and not ns and thread_id in self._known_empty:
-            self._known_empty.discard(thread_id)
-            return None
+        if not checkpoint_id and not ns and thread_id in self._latest_root:
+            entry = self._latest_root.pop(thread_id)
+            return None if entry is None else self._to_tuple(thread_id, entry)
         args = (b"ids", f"{ns}\0{checkpoint_id}".encode()) if checkpoint_id else (b"latest", ns.encode())
         await self._settle(thread_id)
         found = await self._eval(LOAD, self.thread_keys(thread_id), args)

@@ -43,9 +43,10 @@ local function ns_prefix(f) return string.sub(f, 1, string.find(f, '\0', 1, true
 """
 )
 
-# KEYS: the six thread keys.  ARGV: 'latest', ns  |  'ids', field…
-# Returns [[field, record, refs, [blob…], [write…]], …] for the checkpoints that exist.
-LOAD = Lua(
+# entry(f): [field, record, refs, [blob…], [write…]] of checkpoint field `f` of the thread
+# (KEYS[1..6]), or nil when it does not exist; latest(ns): the newest checkpoint's entry of
+# namespace `ns`, or nil.
+ENTRY = (
     LUA_HELPERS
     + r"""
 local function entry(f)
@@ -61,11 +62,22 @@ local function entry(f)
   if #wf > 0 then writes = hmget(KEYS[6], wf) end
   return {f, rec, refs, blobs, writes}
 end
+local function latest(ns)
+  local last = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ns .. '\1', '[' .. ns .. '\0', 'LIMIT', 0, 1)
+  if last[1] then return entry(last[1]) end
+  return nil
+end
+"""
+)
+
+# KEYS: the six thread keys.  ARGV: 'latest', ns  |  'ids', field…
+# Returns [[field, record, refs, [blob…], [write…]], …] for the checkpoints that exist.
+LOAD = Lua(
+    ENTRY
+    + r"""
 local out = {}
 if ARGV[1] == 'latest' then
-  local last = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[2] .. '\1',
-    '[' .. ARGV[2] .. '\0', 'LIMIT', 0, 1)
-  if last[1] then out[1] = entry(last[1]) end
+  out[1] = latest(ARGV[2])
 else
   for k = 2, #ARGV do
     local e = entry(ARGV[k])
@@ -152,18 +164,26 @@ end
 # KEYS: the six thread keys [, fence]
 # ARGV: fence value, then ops, in the order they were made:
 #   'w', n, n (field, value, overwrite "1"/"0") write triples: a task's writes;
-#   'c', n, field, record, refs, n blob field/value pairs: a checkpoint.
+#   'c', n, field, record, refs, n blob field/value pairs: a checkpoint;
+#   'l', ns (last, at most once): after writing, read the newest checkpoint of namespace ns.
 # One atomic step, fenced as a whole: writes and the checkpoints after them can neither be
 # reordered (langgraph#8039) nor half-written. The checkpoints' fields are gathered into one
 # command per key (a field given twice keeps its last value, as separate commands would).
+# Returns 0 when fenced out (nothing written), else 1, or with 'l' {1[, entry]}: what LOAD
+# 'latest' would return right after the writes, without a second round trip.
 WRITE = Lua(
-    CHUNKED
+    ENTRY
     + WRITE_TRIPLES
     + r"""
 if KEYS[7] and redis.call('GET', KEYS[7]) ~= ARGV[1] then return 0 end
 local index, records, refs, blobs, added = {}, {}, {}, {}, {}
+local read_ns
 local k = 2
 while k <= #ARGV do
+  if ARGV[k] == 'l' then
+    read_ns = ARGV[k + 1]
+    break
+  end
   local n = tonumber(ARGV[k + 1])
   if ARGV[k] == 'w' then
     put_writes(KEYS[6], k + 2, k + 1 + 3 * n, added)
@@ -185,6 +205,7 @@ chunked('HSET', KEYS[2], records)
 chunked('HSET', KEYS[3], refs)
 chunked('HSET', KEYS[4], blobs)
 chunked('ZADD', KEYS[5], added)
+if read_ns then return {1, latest(read_ns)} end
 return 1
 """
 )

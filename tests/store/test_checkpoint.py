@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from core.errors import Conflict
 from core.redis import Lua, make_client
 from store.checkpoint import FENCE_CONFIG_KEY, AsyncRedisSaver, FencedOut
-from store.checkpoint_lua import WRITE
+from store.checkpoint_lua import LOAD, WRITE
 from store.keys import hash_tag
 
 
@@ -191,7 +191,7 @@ async def test_a_thread_noted_empty_is_read_once_without_a_round_trip(
     assert latest is not None and latest.checkpoint["channel_values"] == {"a": "x", "b": 1}
 
     saver.note_empty("t-forgotten")
-    saver.forget_empty("t-forgotten")
+    saver.forget_latest("t-forgotten")
     round_trips.clear()
     assert await saver.aget_tuple(thread_config("t-forgotten")) is None
     assert len(round_trips) == 1
@@ -611,6 +611,63 @@ async def test_a_batching_window_sends_a_quick_run_in_one_batch(
     assert shas(round_trips, WRITE) == 1
     history = [s async for s in graph.aget_state_history(config)]
     assert [s.metadata["step"] for s in history if s.metadata] == [5, 4, 3, 2, 1, 0, -1]
+
+
+async def test_a_flush_that_reads_back_answers_the_final_state_without_a_round_trip(
+    redis_client: aredis.Redis, key_prefix: str, round_trips: list[bytes]
+) -> None:
+    """``aflush(read_latest=True)`` (a run ended): the last batch reads the latest root
+    checkpoint back, with its pending writes, and the next ``aget_state`` answers from it
+    once, the same as a fresh saver reading Redis."""
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=30.0)
+    graph = approval_graph().compile(checkpointer=saver)
+    warm = thread_config(str(uuid.uuid4()))
+    await graph.ainvoke({"text": "", "n": 0}, warm, durability="async")
+    await saver.aflush(warm["configurable"]["thread_id"])  # loads the scripts
+    await saver.aget_tuple(warm)
+    config = thread_config(str(uuid.uuid4()))
+    await graph.ainvoke({"text": "post", "n": 0}, config, durability="async")  # pauses at approve
+    round_trips.clear()  # everything waits in the window
+    await saver.aflush(config["configurable"]["thread_id"], read_latest=True)
+    assert shas(round_trips, WRITE) == 1 and len(round_trips) == 1
+    state = await graph.aget_state(config)
+    assert len(round_trips) == 1  # answered from the batch's read
+    fresh = approval_graph().compile(checkpointer=AsyncRedisSaver(redis_client, prefix=key_prefix))
+    expected = await fresh.aget_state(config)
+    assert state.values == expected.values == {"text": "post drafted", "n": 1}
+    assert state.next == expected.next == ("approve",)
+    assert [i.value for t in state.tasks for i in t.interrupts] == [
+        {"question": "publish?", "text": "post drafted"}
+    ]
+    assert state.tasks == expected.tasks and state.config == expected.config
+    round_trips.clear()
+    assert (await graph.aget_state(config)).values == expected.values
+    assert shas(round_trips, LOAD) == 1  # used once
+
+
+async def test_a_write_after_the_read_back_was_sent_voids_it(
+    redis_client: aredis.Redis, key_prefix: str
+) -> None:
+    """A write made while the reading batch is on its way is not in what it read: the
+    next read goes to Redis and sees it."""
+    saver = AsyncRedisSaver(redis_client, prefix=key_prefix, write_behind_s=30.0)
+    stored = await saver.aput(
+        async_writes(thread_config("read-back", checkpoint_ns="")),
+        checkpoint({"a": 1}, {"a": "1"}),
+        {},
+        {"a": "1"},
+    )
+    with gated_first_batch(saver) as gate:
+        flushing = asyncio.create_task(saver.aflush("read-back", read_latest=True))
+        await asyncio.sleep(0.05)  # the batch, with its read, is held on its way
+        assert not flushing.done() and "read-back" in saver._reading
+        await saver.aput(async_writes(stored), checkpoint({"a": 2}, {"a": "2"}), {}, {"a": "2"})
+        gate.set()
+        await asyncio.wait_for(flushing, 5)
+    await saver.aflush("read-back")
+    latest = await saver.aget_tuple(thread_config("read-back"))
+    assert latest is not None and latest.checkpoint["channel_values"] == {"a": 2}
+    assert saver._latest_root == {} and saver._reading == set()
 
 
 async def test_progress_is_stored_within_the_window_while_a_step_runs(
