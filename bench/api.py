@@ -359,6 +359,21 @@ def fsync_ms(directory: Path, writes: int = 200) -> tuple[float, float]:
     return statistics.median(samples), statistics.quantiles(samples, n=100)[-1]
 
 
+def cpu_probe_s(steps: int = 10_000_000) -> float:
+    """Seconds a pure-Python loop of ``steps`` additions takes, best of three: how fast this
+    host runs Python today. The hosts this runs on differ by up to ~2x, and every ms figure
+    here (latency, CPU per run) moves with it; the ratios between servers measured in one
+    run do not."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(steps):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 # --- the client ---------------------------------------------------------------------------
 
 
@@ -557,6 +572,7 @@ def render(
     versions: dict[str, str],
     load_start: float,
     fsync: tuple[float, float],
+    cpu_s: float,
     profile: list[str] | None,
 ) -> str:
     ours = next(r for r in results if r.name.startswith("interlock"))
@@ -569,6 +585,10 @@ def render(
         f"- Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
         f"load average (1 min) {load_start:.2f} before the first server started; per server, the "
         "lowest–highest of the values read before latency, before throughput and after, every round",
+        f"- Host speed: a loop of 10^7 Python additions takes {cpu_s:.2f} s (best of 3). Hosts differ "
+        "(on 2026-12-07, both servers' CPU per run was 1.85x higher at 13:30 UTC than at 12:28 UTC, "
+        "on another host): "
+        "every ms figure below moves with the host, the ratios between servers in one run much less",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- Disk: one 512-byte append + fsync under /tmp takes {fsync[0]:.2f} ms (p50), "
         f"{fsync[1]:.2f} ms (p99): the floor under every durable Redis write",
@@ -693,6 +713,7 @@ def main() -> None:
     profiled: list[str] | None = None
     with scratch_dir() as scratch:
         fsync = fsync_ms(scratch)
+        cpu_s = cpu_probe_s()
         try:
             # Rounds, each server in turn: background load that comes and goes (a shared
             # 2-core machine) then hits every server alike rather than one.
@@ -715,7 +736,12 @@ def main() -> None:
                 for log in [*scratch.glob("*.log"), *scratch.glob("py-spy.txt")]:
                     shutil.copy(log, args.logs / log.name)
     report = render(
-        list(results.values()), versions=versions, load_start=load_start, fsync=fsync, profile=profiled
+        list(results.values()),
+        versions=versions,
+        load_start=load_start,
+        fsync=fsync,
+        cpu_s=cpu_s,
+        profile=profiled,
     )
     print(report)
     # The hand-written reading of a run survives re-runs, to be checked against new tables.

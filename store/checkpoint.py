@@ -213,6 +213,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         self.prefix = check_prefix(prefix)
         self._key_head = f"{prefix}cp:{{"
         self._keys_cache: dict[str, ThreadKeys] = {}
+        self._fences: dict[tuple[str, Any, Any], tuple[bytes, bytes]] = {}
         self._scripts = Scripts(client)
         if write_behind_s is not None and write_behind_s < 0:
             raise ValueError(f"write_behind_s must be >= 0 or None, not {write_behind_s}")
@@ -269,6 +270,18 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         if fence is None:
             return None
         key, expected = fence
+        memo = (thread_id, key, expected)
+        try:
+            found = self._fences.get(memo)  # every write of a run carries the same fence
+        except TypeError:  # not hashable: not a fence the worker wrote, checked every time
+            return self._check_fence(key, expected, thread_id)
+        if found is None:
+            if len(self._fences) >= 4096:
+                self._fences.clear()
+            found = self._fences[memo] = self._check_fence(key, expected, thread_id)
+        return found
+
+    def _check_fence(self, key: Any, expected: Any, thread_id: str) -> tuple[bytes, bytes]:
         key = key.decode() if isinstance(key, bytes) else str(key)
         if hash_tag(key) != hash_tag(f"{self._key_head}{thread_id}}}"):
             raise ValueError(f"fence key {key!r} must carry the hash tag {{{thread_id}}} of its thread")
