@@ -222,6 +222,22 @@ def _report(path: Path, figures: dict[str, Any]) -> None:
     )
 
 
+def _report_orders(path: Path, figures: dict[str, Any]) -> None:
+    """Append the orders' section to the report the first test wrote (or start one)."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in figures.items())
+    before = path.read_text() if path.exists() else "# Chaos run\n"
+    before = before.split("\n## order_fulfillment under chaos", 1)[0].rstrip("\n")
+    path.write_text(
+        before + "\n\n## order_fulfillment under chaos (same run)\n\n"
+        "`order_fulfillment` orders started through the signed `order-created` trigger and "
+        "resumed by the demo systems' settlement callbacks, while workers are SIGKILLed and "
+        "paused past their lease; afterwards every order must have ended as its kind says, with "
+        "no reservation left held, no money captured without a shipment, and nothing applied "
+        "twice (the demo systems' own books and their request counts per idempotency key).\n\n"
+        "| figure | value |\n| --- | ---: |\n" + rows + "\n"
+    )
+
+
 ORDER_SECRET = "chaos-order-secret-0123456789"
 
 
@@ -364,5 +380,7 @@ def test_orders_are_never_left_half_done_when_workers_die(tmp_path: Path) -> Non
         "applied_twice": len(twice),
     }
     print("order chaos:", figures)
+    if REPORT:
+        _report_orders(Path(REPORT), figures)
     assert len(orders) >= 6 and chaos.counts["kills"] >= 2, figures
     assert (wrong, leaked, charged_unshipped, twice) == ([], [], [], []), figures
