@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind
 
-from core.spans import UNSET_STATUS, LeanEvent, LeanSpan
+from core.spans import CONTEXT_AS_TUPLE, UNSET_STATUS, LeanEvent, LeanSpan
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ _LINK_FLAGS_LOCAL = b"\x35" + _pack_i(_HAS_IS_REMOTE)  # Link field 6, fixed32
 _LINK_FLAGS_REMOTE = b"\x35" + _pack_i(_HAS_IS_REMOTE | _IS_REMOTE)
 
 _KINDS = {kind: b"\x30" + _VARINTS[kind.value + 1] for kind in SpanKind}  # OTLP counts from 1
+_KINDS_BY_VALUE = {kind.value: field for kind, field in _KINDS.items()}
+"""The same by the kind's value: an enum member as a key hashes through a Python call."""
 _STATUS_UNSET = b"\x7a\x00"
 
 _CACHE_LIMIT = 8192
@@ -66,9 +68,9 @@ def _remember(cache: dict[Any, bytes], key: Any, value: bytes) -> bytes:
     return value
 
 
-_string_pairs: dict[tuple[str, str], bytes] = {}
-"""Length-prefixed ``KeyValue`` bytes of string attributes already seen (bounded:
-cleared when full)."""
+_string_pairs: dict[tuple[bytes, str, str], bytes] = {}
+"""String attributes already seen, by ``(tag, key, value)``: the field's tag and the
+length-prefixed ``KeyValue`` (bounded: cleared when full)."""
 
 
 def _varint(value: int) -> bytes:
@@ -134,36 +136,37 @@ def _key(key: str) -> bytes:
     return _remember(_keys, key, _field(b"\x0a", key.encode()))
 
 
-def _string_pair(key: str, value: str) -> bytes:
-    """A string attribute's length-prefixed ``KeyValue`` (kept for next time)."""
+def _string_pair(tag: bytes, key: str, value: str) -> bytes:
+    """A string attribute's field with ``tag`` (kept for next time)."""
     prefix = _keys.get(key) or _key(key)
     encoded = value.encode()
     any_value = b"\x0a" + _varint(len(encoded)) + encoded
     pair = prefix + b"\x12" + _varint(len(any_value)) + any_value
-    return _remember(_string_pairs, (key, value), _varint(len(pair)) + pair)
+    return _remember(_string_pairs, (tag, key, value), tag + _varint(len(pair)) + pair)
 
 
-_heads: dict[tuple[str, int], bytes] = {}
-"""For a unique-valued key and a value of so many bytes: the bytes of its length-prefixed
-``KeyValue`` before the value's own (ids have one length)."""
+_heads: dict[tuple[bytes, str, int], bytes] = {}
+"""For a tag, a unique-valued key and a value of so many bytes: the field's bytes before
+the value's own (ids have one length)."""
 
 
-def _head(key: str, size: int) -> bytes:
+def _head(tag: bytes, key: str, size: int) -> bytes:
     prefix = _keys.get(key) or _key(key)
     any_head = b"\x0a" + _varint(size)
     head = prefix + b"\x12" + _varint(len(any_head) + size) + any_head
-    return _remember(_heads, (key, size), _varint(len(head) + size) + head)
+    return _remember(_heads, (tag, key, size), tag + _varint(len(head) + size) + head)
 
 
-_int_pairs: dict[tuple[str, int], bytes] = {}
-"""Length-prefixed ``KeyValue`` bytes of int attributes already seen (steps, counts)."""
+_int_pairs: dict[tuple[bytes, str, int], bytes] = {}
+"""Int attributes already seen (steps, counts), by ``(tag, key, value)``: as
+:data:`_string_pairs`."""
 
 
-def _int_pair(key: str, value: int) -> bytes:
+def _int_pair(tag: bytes, key: str, value: int) -> bytes:
     prefix = _keys.get(key) or _key(key)
     any_value = b"\x18" + _varint(value & _MASK64)
     pair = prefix + b"\x12" + _VARINTS[len(any_value)] + any_value
-    return _remember(_int_pairs, (key, value), _varint(len(pair)) + pair)
+    return _remember(_int_pairs, (tag, key, value), tag + _varint(len(pair)) + pair)
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -177,15 +180,12 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         if kind is str:
             if key in _UNIQUE:
                 encoded = value.encode()
-                append(tag)
-                append(_heads.get((key, len(encoded))) or _head(key, len(encoded)))
+                append(_heads.get((tag, key, len(encoded))) or _head(tag, key, len(encoded)))
                 append(encoded)
             else:
-                append(tag)
-                append(_string_pairs.get((key, value)) or _string_pair(key, value))
+                append(_string_pairs.get((tag, key, value)) or _string_pair(tag, key, value))
         elif kind is int:  # exactly int: True and 1 are equal keys, not equal values
-            append(tag)
-            append(_int_pairs.get((key, value)) or _int_pair(key, value))
+            append(_int_pairs.get((tag, key, value)) or _int_pair(tag, key, value))
         else:
             try:
                 append(_field(tag, _key_value(key, value)))
@@ -269,28 +269,36 @@ def _lean_span(span: LeanSpan) -> bytes:
     read from its own containers."""
     context = span._context
     parent = span._parent
-    trace_id = context.trace_id
+    # SpanContext's fields by index where it is the plain tuple (core.spans checks): its
+    # properties are Python calls, four per span.
+    if CONTEXT_AS_TUPLE:
+        trace_id, span_id = context[0], context[1]
+    else:
+        trace_id, span_id = context.trace_id, context.span_id
     name = _names.get(span._name)
     if name is None:
         name = _remember(_names, span._name, _field(b"\x2a", span._name.encode()))
     events = span._events
+    if parent is not None:
+        parent_id, remote = (parent[1], parent[2]) if CONTEXT_AS_TUPLE else (parent.span_id, parent.is_remote)
+        ids = _ids_with_parent(
+            b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", span_id, b"\x22\x08", parent_id
+        )
+    else:
+        remote = False
+        ids = _ids(b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", span_id)
     return b"".join(
         (
-            _ids_with_parent(
-                b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", context.span_id,
-                b"\x22\x08", parent.span_id,
-            ) if parent is not None else _ids(
-                b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", context.span_id,
-            ),
+            ids,
             name,
-            _KINDS[span._kind],
+            _KINDS_BY_VALUE[span._kind._value_],
             _times(0x39, span._start_time, 0x41, span._end_time or 0),
             _attributes(b"\x4a", span._plain),
             b"".join([_event(event) for event in events]) if events else b"",
             _STATUS_UNSET,
-            _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL,
+            _FLAGS_REMOTE if remote else _FLAGS_LOCAL,
         )
-    )  # fmt: skip
+    )
 
 
 def _span(span: ReadableSpan) -> bytes:

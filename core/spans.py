@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from random import getrandbits
 from time import time_ns
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -66,6 +66,9 @@ def _tuple_layout() -> bool:
 
 
 _CONTEXT_AS_TUPLE = _tuple_layout()
+CONTEXT_AS_TUPLE: Final = _CONTEXT_AS_TUPLE
+"""Whether a ``SpanContext`` may be read by index: ``(trace_id, span_id, is_remote,
+trace_flags, trace_state, is_valid)`` (``core.otlp`` reads it so)."""
 _new_tuple = tuple.__new__
 
 _runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)

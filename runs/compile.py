@@ -71,7 +71,7 @@ class _Probe:
 
     __slots__ = ("graph_id", "name", "namespace", "segment", "span", "started", "step")
 
-    def __init__(self, name: str, config: RunnableConfig, spans: bool) -> None:
+    def __init__(self, name: str, config: RunnableConfig, spans: bool, span_name: str) -> None:
         meta = config.get("metadata") or {}
         self.name = name
         self.graph_id = str(meta.get("graph_id", ""))
@@ -81,7 +81,7 @@ class _Probe:
         self.segment = segment.current.get()
         if spans:
             self.span = _tracer.start_child(
-                f"node {name}", _node_attributes(name, self.step, self.namespace, config)
+                span_name, _node_attributes(name, self.step, self.namespace, config)
             )
             if self.segment is not None:
                 self.segment.node_started(name, self.step, self.namespace)
@@ -132,9 +132,10 @@ def _traced(
     """``inner`` (a node's runnable): with ``measured``, timed for metrics and, with
     ``spans``, inside a ``node <name>`` span; with ``where``, a sync node run inline or in
     the thread pool as that policy decides (``runs/inline.py``)."""
+    span_name = f"node {name}"
 
     async def afunc(state: Any, config: RunnableConfig) -> Any:
-        probe: _Probe | _Probeless = _Probe(name, config, spans) if measured else _Probeless()
+        probe: _Probe | _Probeless = _Probe(name, config, spans, span_name) if measured else _Probeless()
         try:
             call = (
                 where.call(functools.partial(inner.invoke, state, config))
@@ -156,7 +157,7 @@ def _traced(
         return result
 
     def func(state: Any, config: RunnableConfig) -> Any:
-        probe: _Probe | _Probeless = _Probe(name, config, spans) if measured else _Probeless()
+        probe: _Probe | _Probeless = _Probe(name, config, spans, span_name) if measured else _Probeless()
         try:
             if probe.span is None:
                 result = inner.invoke(state, config)
