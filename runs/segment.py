@@ -181,15 +181,11 @@ class Segment:
             else:
                 latest[1].append(name)
                 sources = self._previous.get(namespace, _FROM_START)
-        root = self.root
         for source in sources:
             attributes: dict[str, Any] = {"from": source, "to": name, "interlock.step": step}
             if namespace:
                 attributes["interlock.checkpoint_ns"] = namespace
-            if type(root) is LeanSpan:  # what _edge does, without the call: one per node
-                root.add_trusted_event("edge", attributes, ("edge", source, name, step, namespace))
-            else:
-                root.add_event("edge", attributes)
+            self._edge(attributes, ("edge", source, name, step, namespace))
 
     def _edge(self, attributes: dict[str, Any], key: tuple[Any, ...]) -> None:
         """An ``edge`` event on the root; ``key`` fixes its attributes (for the exporter's

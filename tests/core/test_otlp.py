@@ -215,14 +215,20 @@ def test_lean_spans_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPat
     assert ExportTraceServiceRequest.FromString(otlp.encode_spans(spans)) == sdk_encode_spans(spans)
 
 
-def test_lean_spans_on_the_fast_path_encode_as_the_sdk_encodes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("by_index", [True, False], ids=["context-by-index", "context-by-property"])
+def test_lean_spans_on_the_fast_path_encode_as_the_sdk_encodes_them(
+    monkeypatch: pytest.MonkeyPatch, by_index: bool
+) -> None:
     """The usual lean spans (no links, status, drops or trace state) take a path of their
     own: roots with and without a remote parent, ids of every length as unique-valued
-    attributes, ints from the cache, and keyed events that repeat across runs."""
+    attributes, ints from the cache, and keyed events that repeat across runs; their
+    ``SpanContext`` read by index (as the API lays it out) or, where core.spans finds
+    another layout, through its properties."""
     from opentelemetry import trace
 
     from core.spans import HotTracer
 
+    monkeypatch.setattr(otlp, "CONTEXT_AS_TUPLE", by_index)
     provider, memory = memory_provider({"service.name": "interlock"})
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
     tracer = HotTracer("interlock.runs")
