@@ -52,9 +52,9 @@ _FLAGS_REMOTE = b"\x85\x01" + _pack_i(_HAS_IS_REMOTE | _IS_REMOTE)
 _LINK_FLAGS_LOCAL = b"\x35" + _pack_i(_HAS_IS_REMOTE)  # Link field 6, fixed32
 _LINK_FLAGS_REMOTE = b"\x35" + _pack_i(_HAS_IS_REMOTE | _IS_REMOTE)
 
-_KINDS = {kind: b"\x30" + _VARINTS[kind.value + 1] for kind in SpanKind}  # OTLP counts from 1
-_KINDS_BY_VALUE = {kind.value: field for kind, field in _KINDS.items()}
-"""The same by the kind's value: an enum member as a key hashes through a Python call."""
+_KINDS = {kind.value: b"\x30" + _VARINTS[kind.value + 1] for kind in SpanKind}  # OTLP counts from 1
+"""A span's ``kind`` field, by the kind's value: an enum member as a key hashes through a
+Python call."""
 _STATUS_UNSET = b"\x7a\x00"
 
 _CACHE_LIMIT = 8192
@@ -291,7 +291,7 @@ def _lean_span(span: LeanSpan) -> bytes:
         (
             ids,
             name,
-            _KINDS_BY_VALUE[span._kind._value_],
+            _KINDS[span._kind._value_],
             _times(0x39, span._start_time, 0x41, span._end_time or 0),
             _attributes(b"\x4a", span._plain),
             b"".join([_event(event) for event in events]) if events else b"",
@@ -334,7 +334,7 @@ def _span(span: ReadableSpan) -> bytes:
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts.append(_field(b"\x2a", span.name.encode()))
-    parts.append(_KINDS[span.kind])
+    parts.append(_KINDS[span.kind.value])
     parts.append(b"\x39" + _pack_q(start or 0))
     parts.append(b"\x41" + _pack_q(end or 0))
     parts.append(_attributes(b"\x4a", attributes))

@@ -249,10 +249,11 @@ local epoch = redis.call('HINCRBY', run, 'epoch', 1)
 local empty = 0
 if epoch == 1 then
   local last = redis.call('ZREVRANGEBYLEX', KEYS[4], '(\\1', '[\\0', 'LIMIT', 0, 1)[1]
-  if not last then empty = 1 end
   if last then
     local writes = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. last .. '\\0', '(' .. last .. '\\1')
     redis.call('HSET', run, 'base_cp', last, 'base_writes', table.concat(writes, '\\n'))
+  else
+    empty = 1
   end
 end
 redis.call('SET', fence, ARGV[1] .. ':' .. epoch)
